@@ -1,0 +1,13 @@
+//! loophost: a WebAssembly host whose components reach long-lived services
+//! over an in-memory localhost.
+//!
+//! - [`component`]: loading component files, with errors that name the file.
+//! - [`state`]: what each store holds (WASI, the virtual sockets).
+//! - [`run`]: running `wasi:cli/run` components, alone or side by side on one
+//!   virtual network (`loophost run`).
+//! - [`policy`]: turning command-line flags into a socket [`Policy`](wasi_sockets_virt::Policy).
+
+pub mod component;
+pub mod policy;
+pub mod run;
+pub mod state;

@@ -1,0 +1,117 @@
+//! The `loophost` command line.
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use loophost::run::{ComponentSpec, RunOptions, one_line};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "loophost", version, about = "Run WebAssembly components that meet over an in-memory localhost")]
+struct Cli {
+    /// Console log filter (overrides RUST_LOG), e.g. `info` or `wasi_sockets_virt=trace`.
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a wasi:cli/run component with its own private virtual network.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Start this component in the background first, on the same virtual
+    /// network: "PATH [ARGS...]" (shell-quoted). Repeatable.
+    #[arg(long = "with", value_name = "COMPONENT [ARGS]")]
+    with: Vec<String>,
+    /// Let components reach this real address: IP, IP:PORT, IP:LOW-HIGH,
+    /// CIDR or CIDR:PORT. Naming a loopback address sends that traffic to
+    /// the machine's real loopback. Repeatable.
+    #[arg(long = "allow-egress", value_name = "RULE")]
+    allow_egress: Vec<String>,
+    /// Let components resolve this name with the host's resolver
+    /// (".suffix" for a domain, "*" for any). Repeatable.
+    #[arg(long = "allow-lookup", value_name = "NAME")]
+    allow_lookup: Vec<String>,
+    /// Set an environment variable for the components: KEY=VALUE. Repeatable.
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Start the main component only once this virtual address listens. Repeatable.
+    #[arg(long = "wait-for", value_name = "ADDR")]
+    wait_for: Vec<SocketAddr>,
+    /// How long to wait for background components to listen, in seconds.
+    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
+    ready_timeout: f64,
+    /// The component to run.
+    component: PathBuf,
+    /// Arguments passed to the component.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_level.as_deref());
+    match real_main(cli) {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(err) => {
+            eprintln!("loophost: error: {}", one_line(&err));
+            tracing::debug!("{err:?}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> Result<i32> {
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    match cli.command {
+        Command::Run(args) => runtime.block_on(run(args)),
+    }
+}
+
+async fn run(args: RunArgs) -> Result<i32> {
+    let background = args.with.iter().map(|s| parse_with(s)).collect::<Result<Vec<_>>>()?;
+    let env = args
+        .env
+        .iter()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => bail!("--env {kv:?}: expected KEY=VALUE"),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if !(args.ready_timeout.is_finite() && args.ready_timeout >= 0.0) {
+        bail!("--ready-timeout {}: expected a number of seconds >= 0", args.ready_timeout);
+    }
+    let options = RunOptions {
+        env,
+        policy: loophost::policy::from_flags(&args.allow_egress, &args.allow_lookup)?,
+        wait_for: args.wait_for,
+        ready_timeout: Duration::from_secs_f64(args.ready_timeout),
+    };
+    let main = ComponentSpec { path: args.component, args: args.args };
+    loophost::run::run(main, background, options).await
+}
+
+/// `--with "server.wasm --port 7000"` → path and args.
+fn parse_with(spec: &str) -> Result<ComponentSpec> {
+    let words = shlex::split(spec).with_context(|| format!("--with {spec:?}: unbalanced quotes"))?;
+    let Some((path, args)) = words.split_first() else {
+        bail!("--with needs a component path");
+    };
+    Ok(ComponentSpec { path: PathBuf::from(path), args: args.to_vec() })
+}
+
+fn init_logging(level: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match level {
+        Some(level) => EnvFilter::new(level),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+    };
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}

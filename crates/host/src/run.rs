@@ -1,0 +1,180 @@
+//! `loophost run`: run a `wasi:cli/run` component, optionally next to
+//! background components on the same virtual network.
+
+use crate::component;
+use crate::state::{self, HostState};
+use anyhow::{Context, Result};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wasi_sockets_virt::{Policy, SocketsCtx, VirtualNetwork};
+use wasmtime::component::ResourceTable;
+use wasmtime::{Engine, Store};
+use wasmtime_wasi::I32Exit;
+use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+
+/// A component file and the arguments it gets.
+#[derive(Clone, Debug)]
+pub struct ComponentSpec {
+    pub path: PathBuf,
+    pub args: Vec<String>,
+}
+
+/// Settings shared by every component of one `run`.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Environment variables given to every component.
+    pub env: Vec<(String, String)>,
+    /// Socket routing for every component.
+    pub policy: Policy,
+    /// Addresses that must be listening before the main component starts.
+    /// When empty, the main component starts once every background
+    /// component listens on something (or exited), up to `ready_timeout`.
+    pub wait_for: Vec<SocketAddr>,
+    /// Bound on the wait for background components.
+    pub ready_timeout: Duration,
+}
+
+/// A component compiled and linked, ready to be instantiated (many times).
+pub struct Prepared {
+    spec: ComponentSpec,
+    pre: CommandPre<HostState>,
+}
+
+impl Prepared {
+    /// Loads, checks and links a `wasi:cli/run` component.
+    pub fn new(engine: &Engine, spec: ComponentSpec) -> Result<Self> {
+        let component = component::load(engine, &spec.path)?;
+        component::require_export(engine, &component, &spec.path, "wasi:cli/run")?;
+        let linker = state::linker(engine)?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("{}: cannot be linked", spec.path.display()))?;
+        let pre = CommandPre::new(pre)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("{}: does not match the wasi:cli/command world", spec.path.display()))?;
+        Ok(Prepared { spec, pre })
+    }
+
+    fn name(&self) -> String {
+        file_name(&self.spec.path)
+    }
+
+    /// Runs one instance in a fresh store to completion; returns its exit code.
+    /// A trap resets the instance's connections and is returned as an error.
+    pub async fn run(&self, network: &VirtualNetwork, policy: Arc<Policy>, env: &[(String, String)]) -> Result<i32> {
+        self.run_with_stdout(network, policy, env, None).await
+    }
+
+    /// Like [`Prepared::run`], with the guest's stdout captured in `stdout`
+    /// instead of inherited.
+    pub async fn run_with_stdout(
+        &self,
+        network: &VirtualNetwork,
+        policy: Arc<Policy>,
+        env: &[(String, String)],
+        stdout: Option<MemoryOutputPipe>,
+    ) -> Result<i32> {
+        let mut wasi = wasmtime_wasi::WasiCtx::builder();
+        wasi.inherit_stdio().arg(self.name()).args(&self.spec.args).envs(env);
+        if let Some(pipe) = stdout {
+            wasi.stdout(pipe);
+        }
+        let state = HostState {
+            table: ResourceTable::new(),
+            wasi: wasi.build(),
+            sockets: SocketsCtx::with_shared_policy(network.clone(), policy),
+        };
+        let mut store = Store::new(self.pre.engine(), state);
+        let outcome = async {
+            let command = self.pre.instantiate_async(&mut store).await?;
+            command.wasi_cli_run().call_run(&mut store).await
+        }
+        .await;
+        match outcome {
+            Ok(Ok(())) => Ok(0),
+            Ok(Err(())) => Ok(1),
+            Err(err) => {
+                if let Some(exit) = err.downcast_ref::<I32Exit>() {
+                    return Ok(exit.0);
+                }
+                // The instance is dead: its peers must see resets, not EOFs.
+                store.data().sockets.abort_connections();
+                Err(anyhow::Error::from(err)).with_context(|| format!("{}: trapped", self.spec.path.display()))
+            }
+        }
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
+}
+
+/// Runs `main` after starting `background` components on one private
+/// virtual network; returns `main`'s exit code.
+pub async fn run(main: ComponentSpec, background: Vec<ComponentSpec>, options: RunOptions) -> Result<i32> {
+    let engine = component::engine()?;
+    // Load everything before starting anything, so bad input fails fast.
+    let background = background
+        .into_iter()
+        .map(|spec| Prepared::new(&engine, spec))
+        .collect::<Result<Vec<_>>>()?;
+    let main = Prepared::new(&engine, main)?;
+
+    let network = VirtualNetwork::new();
+    let policy = Arc::new(options.policy.clone());
+    let mut tasks = Vec::new();
+    for prepared in background {
+        let (network, policy, env) = (network.clone(), policy.clone(), options.env.clone());
+        tasks.push(tokio::spawn(async move {
+            let name = prepared.name();
+            match prepared.run(&network, policy, &env).await {
+                Ok(code) => tracing::info!(component = %name, code, "background component exited"),
+                Err(err) => tracing::error!(component = %name, "{}", one_line(&err)),
+            }
+        }));
+    }
+    wait_until_ready(&network, &tasks, &options).await;
+
+    let code = main.run(&network, policy, &options.env).await;
+    for task in &tasks {
+        task.abort();
+    }
+    code
+}
+
+/// Waits for the background components to listen (see [`RunOptions::wait_for`]).
+async fn wait_until_ready(network: &VirtualNetwork, tasks: &[tokio::task::JoinHandle<()>], options: &RunOptions) {
+    if tasks.is_empty() && options.wait_for.is_empty() {
+        return;
+    }
+    let deadline = Instant::now() + options.ready_timeout;
+    loop {
+        let ready = if options.wait_for.is_empty() {
+            let exited = tasks.iter().filter(|t| t.is_finished()).count();
+            network.stats().listeners + exited >= tasks.len()
+        } else {
+            options.wait_for.iter().all(|addr| network.is_listening(*addr))
+        };
+        if ready {
+            return;
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!("background components not ready after {:?}; starting anyway", options.ready_timeout);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// An error chain on one line: the first line of each cause, joined by ": ".
+pub fn one_line(err: &anyhow::Error) -> String {
+    err.chain()
+        .map(|cause| cause.to_string().lines().next().unwrap_or_default().trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(": ")
+}

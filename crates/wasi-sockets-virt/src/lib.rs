@@ -1,0 +1,163 @@
+//! A modular `wasi:sockets` (WASI 0.2) implementation for wasmtime with an
+//! in-memory loopback network.
+//!
+//! Guests keep using plain sockets (`std::net`, tokio, any client library).
+//! Loopback traffic (`127.0.0.0/8`, `::1`, `localhost`) between stores that
+//! share a [`VirtualNetwork`] is carried in memory: no kernel socket, no real
+//! port. Everything else is decided by the embedder's [`Policy`]: denied by
+//! default, or sent to a real OS socket (upstream wasmtime-wasi's socket
+//! core) when allowed.
+//!
+//! # Use
+//!
+//! ```
+//! use wasi_sockets_virt::{Policy, SocketsCtx, SocketsCtxView, SocketsView, VirtualNetwork};
+//! use wasmtime::component::{Linker, ResourceTable};
+//! use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+//!
+//! struct State {
+//!     table: ResourceTable,
+//!     wasi: WasiCtx,
+//!     sockets: SocketsCtx,
+//! }
+//!
+//! impl WasiView for State {
+//!     fn ctx(&mut self) -> WasiCtxView<'_> {
+//!         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+//!     }
+//! }
+//!
+//! impl SocketsView for State {
+//!     fn sockets(&mut self) -> SocketsCtxView<'_> {
+//!         SocketsCtxView { ctx: &mut self.sockets, table: &mut self.table }
+//!     }
+//! }
+//!
+//! # fn main() -> wasmtime::Result<()> {
+//! let engine = wasmtime::Engine::default();
+//! let mut linker = Linker::<State>::new(&engine);
+//! // Every WASI interface but sockets from upstream, sockets from us.
+//! wasmtime_wasi::p2::add_to_linker_without_sockets_async(&mut linker)?;
+//! wasi_sockets_virt::add_to_linker_async(&mut linker)?;
+//!
+//! // One network per workload; one context per store.
+//! let network = VirtualNetwork::new();
+//! let state = State {
+//!     table: ResourceTable::new(),
+//!     wasi: WasiCtx::builder().build(),
+//!     sockets: SocketsCtx::new(network.clone(), Policy::default()),
+//! };
+//! let _store = wasmtime::Store::new(&engine, state);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! When a store dies abnormally (a trap, a kill), call
+//! [`SocketsCtx::abort_connections`] before dropping it: its peers then see
+//! `connection-reset` instead of a clean end of stream.
+
+mod bindings;
+mod error;
+mod host;
+mod lookup;
+mod network;
+mod pipe;
+mod policy;
+mod streams;
+mod tcp;
+mod udp;
+
+pub use bindings::network::ErrorCode;
+pub use error::{SocketError, SocketResult};
+pub use network::{NetworkConfig, NetworkStats, VirtualNetwork};
+pub use policy::{AddressRule, DenyReason, NameLookup, Policy, Route, SocketUse};
+
+use network::AbortFlag;
+use std::sync::{Arc, OnceLock};
+use wasmtime::component::{HasData, Linker, ResourceTable};
+
+/// The `network` resource: the capability handle guests pass to bind and
+/// connect. It carries nothing; the store's [`SocketsCtx`] holds the state.
+pub struct Network;
+
+/// Per-store socket state: which network, which policy.
+pub struct SocketsCtx {
+    network: VirtualNetwork,
+    policy: Arc<Policy>,
+    abort: AbortFlag,
+    /// Upstream's socket context, for the real sockets the policy allows.
+    /// Its own address check allows everything: our policy already decided.
+    real: OnceLock<wasmtime_wasi::sockets::WasiSocketsCtx>,
+}
+
+impl SocketsCtx {
+    /// A context whose loopback is `network`, routed by `policy`.
+    pub fn new(network: VirtualNetwork, policy: Policy) -> Self {
+        Self::with_shared_policy(network, Arc::new(policy))
+    }
+
+    /// Like [`SocketsCtx::new`], sharing one policy between many stores.
+    pub fn with_shared_policy(network: VirtualNetwork, policy: Arc<Policy>) -> Self {
+        SocketsCtx { network, policy, abort: AbortFlag::default(), real: OnceLock::new() }
+    }
+
+    /// The network this store's loopback is on.
+    pub fn network(&self) -> &VirtualNetwork {
+        &self.network
+    }
+
+    /// The routing policy.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Marks the store as dead: from now on, dropping its sockets and streams
+    /// resets their connections (peers see `connection-reset`).
+    pub fn abort_connections(&self) {
+        self.abort.set();
+    }
+
+    fn real_sockets(&self) -> &wasmtime_wasi::sockets::WasiSocketsCtx {
+        self.real.get_or_init(|| {
+            let mut wasi = wasmtime_wasi::WasiCtx::builder();
+            wasi.inherit_network().allow_tcp(true).allow_udp(true);
+            wasi.build().sockets().clone()
+        })
+    }
+}
+
+/// A borrow of a store's socket state and resource table.
+pub struct SocketsCtxView<'a> {
+    /// The store's socket context.
+    pub ctx: &'a mut SocketsCtx,
+    /// The store's resource table (shared with the rest of WASI).
+    pub table: &'a mut ResourceTable,
+}
+
+/// Implemented by store data that has sockets.
+pub trait SocketsView: Send {
+    /// Borrows the socket context and the resource table.
+    fn sockets(&mut self) -> SocketsCtxView<'_>;
+}
+
+struct HasSockets;
+
+impl HasData for HasSockets {
+    type Data<'a> = SocketsCtxView<'a>;
+}
+
+/// Adds all seven `wasi:sockets` interfaces to an async linker.
+///
+/// Pair it with `wasmtime_wasi::p2::add_to_linker_without_sockets_async`
+/// for the rest of WASI.
+pub fn add_to_linker_async<T: SocketsView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    use bindings::{instance_network, ip_name_lookup, network, tcp, tcp_create_socket, udp, udp_create_socket};
+    tcp::add_to_linker::<T, HasSockets>(linker, T::sockets)?;
+    tcp_create_socket::add_to_linker::<T, HasSockets>(linker, T::sockets)?;
+    udp::add_to_linker::<T, HasSockets>(linker, T::sockets)?;
+    udp_create_socket::add_to_linker::<T, HasSockets>(linker, T::sockets)?;
+    instance_network::add_to_linker::<T, HasSockets>(linker, T::sockets)?;
+    network::add_to_linker::<T, HasSockets>(linker, &Default::default(), T::sockets)?;
+    ip_name_lookup::add_to_linker::<T, HasSockets>(linker, T::sockets)?;
+    Ok(())
+}

@@ -1,0 +1,127 @@
+//! Name resolution: `localhost` and IP literals are answered here, without
+//! the OS resolver; other names go to the host resolver only if the policy
+//! allows them.
+
+use crate::Policy;
+use crate::bindings::network::ErrorCode;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use wasmtime_wasi_io::poll::Pollable;
+
+type LookupFuture = Pin<Box<dyn Future<Output = Result<Vec<IpAddr>, ErrorCode>> + Send>>;
+
+/// `wasi:sockets/ip-name-lookup.resolve-address-stream`.
+pub struct ResolveAddressStream {
+    state: Lookup,
+}
+
+enum Lookup {
+    Pending(LookupFuture),
+    Done(Result<std::vec::IntoIter<IpAddr>, ErrorCode>),
+}
+
+impl ResolveAddressStream {
+    /// Starts resolving `name`. Errors known without a lookup come back at once.
+    pub(crate) fn start(policy: &Policy, name: &str) -> Result<Self, ErrorCode> {
+        let done = |addrs: Vec<IpAddr>| ResolveAddressStream { state: Lookup::Done(Ok(addrs.into_iter())) };
+        let trimmed = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')).unwrap_or(name);
+        if let Ok(ip) = trimmed.parse::<IpAddr>() {
+            return Ok(done(vec![ip.to_canonical()]));
+        }
+        let host = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+        if !is_valid_hostname(&host) {
+            return Err(ErrorCode::InvalidArgument);
+        }
+        if host == "localhost" || host.ends_with(".localhost") {
+            return Ok(done(vec![IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)]));
+        }
+        if !policy.may_resolve(&host) {
+            tracing::debug!(name = %host, "name lookup denied by policy");
+            return Err(ErrorCode::PermanentResolverFailure);
+        }
+        let future = async move {
+            let addrs = tokio::net::lookup_host((host.as_str(), 0)).await.map_err(|err| {
+                tracing::debug!(name = %host, %err, "name lookup failed");
+                ErrorCode::NameUnresolvable
+            })?;
+            let mut out: Vec<IpAddr> = Vec::new();
+            for addr in addrs {
+                let ip = addr.ip().to_canonical();
+                if !out.contains(&ip) {
+                    out.push(ip);
+                }
+            }
+            Ok(out)
+        };
+        Ok(ResolveAddressStream { state: Lookup::Pending(Box::pin(future)) })
+    }
+
+    /// The next address, `None` when exhausted, `would-block` while pending.
+    pub(crate) fn next(&mut self) -> Result<Option<IpAddr>, ErrorCode> {
+        if let Lookup::Pending(future) = &mut self.state {
+            match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+                Poll::Ready(result) => self.state = Lookup::Done(result.map(Vec::into_iter)),
+                Poll::Pending => return Err(ErrorCode::WouldBlock),
+            }
+        }
+        match &mut self.state {
+            Lookup::Done(Ok(addrs)) => Ok(addrs.next()),
+            Lookup::Done(Err(err)) => Err(*err),
+            Lookup::Pending(_) => Err(ErrorCode::WouldBlock),
+        }
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for ResolveAddressStream {
+    async fn ready(&mut self) {
+        if let Lookup::Pending(future) = &mut self.state {
+            let result = future.await;
+            self.state = Lookup::Done(result.map(Vec::into_iter));
+        }
+    }
+}
+
+/// RFC 1123 host names (ASCII letters, digits, hyphens; labels of 1-63).
+fn is_valid_hostname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve_now(name: &str) -> Result<Vec<IpAddr>, ErrorCode> {
+        let mut stream = ResolveAddressStream::start(&Policy::default(), name)?;
+        let mut out = Vec::new();
+        while let Some(ip) = stream.next()? {
+            out.push(ip);
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn localhost_and_literals_need_no_resolver() {
+        assert_eq!(resolve_now("localhost").expect("localhost").len(), 2);
+        assert_eq!(resolve_now("LOCALHOST.").expect("localhost").len(), 2);
+        assert_eq!(resolve_now("127.0.0.1").expect("v4"), vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]);
+        assert_eq!(resolve_now("[::1]").expect("v6"), vec![IpAddr::V6(Ipv6Addr::LOCALHOST)]);
+    }
+
+    #[test]
+    fn other_names_are_denied_by_default_and_garbage_is_invalid() {
+        assert_eq!(resolve_now("example.com").err(), Some(ErrorCode::PermanentResolverFailure));
+        assert_eq!(resolve_now("not a name").err(), Some(ErrorCode::InvalidArgument));
+        assert_eq!(resolve_now("").err(), Some(ErrorCode::InvalidArgument));
+    }
+}

@@ -1,0 +1,529 @@
+//! `VirtualNetwork`: the in-memory loopback shared by the stores of one
+//! workload. It owns the TCP and UDP port tables (per address family), the
+//! listen queues, and creates connections as pairs of [`Pipe`]s.
+//!
+//! Data path: a client's `connect` looks up the listener here, creates two
+//! pipes and queues the server's end in the listener's backlog; the server's
+//! `accept` pops it. Nothing touches the kernel.
+
+use crate::pipe::Pipe;
+use crate::udp::Datagram;
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::Notify;
+
+use crate::bindings::network::ErrorCode;
+
+/// Tunables of a [`VirtualNetwork`].
+#[derive(Clone, Debug)]
+pub struct NetworkConfig {
+    /// Bytes one direction of a connection may hold before the writer waits.
+    /// Host memory per connection is at most twice this.
+    pub connection_buffer: usize,
+    /// Ports handed out for binds to port 0 and for implicit client binds.
+    pub ephemeral_ports: RangeInclusive<u16>,
+    /// Datagrams a UDP socket may have queued before new ones are dropped.
+    pub udp_queue: usize,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            connection_buffer: 256 * 1024,
+            ephemeral_ports: 49152..=65535,
+            udp_queue: 1024,
+        }
+    }
+}
+
+/// A snapshot of a network's resource use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetworkStats {
+    /// Bytes queued in all connection buffers right now.
+    pub buffered_bytes: usize,
+    /// Connections with at least one end still open.
+    pub open_connections: usize,
+    /// TCP sockets listening.
+    pub listeners: usize,
+    /// Bound TCP and UDP ports (listeners, bound sockets and client ports).
+    pub bound_ports: usize,
+}
+
+/// A private loopback network: `127.0.0.0/8` and `::1`, in memory.
+///
+/// Create one per workload (it is cheap) and give every store of that
+/// workload a [`SocketsCtx`](crate::SocketsCtx) on it. Cloning shares the network.
+#[derive(Clone, Default)]
+pub struct VirtualNetwork {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    config: NetworkConfig,
+    tables: Mutex<Tables>,
+    buffered: Arc<AtomicUsize>,
+    open_connections: Arc<AtomicUsize>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Protocol {
+    Tcp,
+    Udp,
+}
+
+#[derive(Default)]
+struct Tables {
+    /// (protocol, is_ipv6, port) -> bindings on that port.
+    ports: HashMap<(Protocol, bool, u16), Vec<Binding>>,
+    next_id: u64,
+    next_ephemeral: u16,
+}
+
+struct Binding {
+    id: u64,
+    ip: IpAddr,
+    role: Role,
+}
+
+enum Role {
+    Reserved,
+    Listening(Arc<Listener>),
+    Udp(Arc<UdpEndpoint>),
+}
+
+impl VirtualNetwork {
+    /// A new, empty network with default tunables.
+    pub fn new() -> Self {
+        Self::with_config(NetworkConfig::default())
+    }
+
+    /// A new, empty network.
+    pub fn with_config(config: NetworkConfig) -> Self {
+        VirtualNetwork {
+            inner: Arc::new(Inner { config, ..Inner::default() }),
+        }
+    }
+
+    /// The tunables this network was created with.
+    pub fn config(&self) -> &NetworkConfig {
+        &self.inner.config
+    }
+
+    /// Current resource use.
+    pub fn stats(&self) -> NetworkStats {
+        let tables = self.tables();
+        let mut stats = NetworkStats {
+            buffered_bytes: self.inner.buffered.load(Ordering::Relaxed),
+            open_connections: self.inner.open_connections.load(Ordering::Relaxed),
+            ..NetworkStats::default()
+        };
+        for binding in tables.ports.values().flatten() {
+            stats.bound_ports += 1;
+            if matches!(binding.role, Role::Listening(_)) {
+                stats.listeners += 1;
+            }
+        }
+        stats
+    }
+
+    /// Is something listening on this TCP address? (Used by embedders to
+    /// tell when a service is ready.)
+    pub fn is_listening(&self, addr: SocketAddr) -> bool {
+        self.find_listener(addr).is_some()
+    }
+
+    fn tables(&self) -> MutexGuard<'_, Tables> {
+        self.inner.tables.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reserves `addr` (port 0: an ephemeral port).
+    pub(crate) fn bind(&self, proto: Protocol, addr: SocketAddr) -> Result<PortBinding, ErrorCode> {
+        let ip = addr.ip();
+        let v6 = ip.is_ipv6();
+        let mut tables = self.tables();
+        let port = if addr.port() == 0 {
+            self.ephemeral_port(&mut tables, proto, v6)?
+        } else {
+            let taken = tables
+                .ports
+                .get(&(proto, v6, addr.port()))
+                .is_some_and(|list| list.iter().any(|b| overlaps(b.ip, ip)));
+            if taken {
+                return Err(ErrorCode::AddressInUse);
+            }
+            addr.port()
+        };
+        tables.next_id += 1;
+        let id = tables.next_id;
+        tables.ports.entry((proto, v6, port)).or_default().push(Binding { id, ip, role: Role::Reserved });
+        Ok(PortBinding {
+            network: self.clone(),
+            proto,
+            addr: SocketAddr::new(ip, port),
+            id,
+        })
+    }
+
+    fn ephemeral_port(&self, tables: &mut Tables, proto: Protocol, v6: bool) -> Result<u16, ErrorCode> {
+        let range = self.inner.config.ephemeral_ports.clone();
+        let (lo, hi) = (*range.start(), *range.end());
+        let span = u32::from(hi - lo) + 1;
+        for _ in 0..span {
+            let candidate = if (lo..=hi).contains(&tables.next_ephemeral) { tables.next_ephemeral } else { lo };
+            tables.next_ephemeral = if candidate == hi { lo } else { candidate + 1 };
+            if !tables.ports.get(&(proto, v6, candidate)).is_some_and(|l| !l.is_empty()) {
+                return Ok(candidate);
+            }
+        }
+        Err(ErrorCode::AddressInUse)
+    }
+
+    fn set_role(&self, binding: &PortBinding, role: Role) {
+        let mut tables = self.tables();
+        let key = (binding.proto, binding.addr.is_ipv6(), binding.addr.port());
+        if let Some(b) = tables.ports.get_mut(&key).and_then(|l| l.iter_mut().find(|b| b.id == binding.id)) {
+            b.role = role;
+        }
+    }
+
+    fn release(&self, binding: &PortBinding) {
+        let mut tables = self.tables();
+        let key = (binding.proto, binding.addr.is_ipv6(), binding.addr.port());
+        if let Some(list) = tables.ports.get_mut(&key) {
+            list.retain(|b| b.id != binding.id);
+            if list.is_empty() {
+                tables.ports.remove(&key);
+            }
+        }
+    }
+
+    fn find_listener(&self, addr: SocketAddr) -> Option<Arc<Listener>> {
+        let tables = self.tables();
+        let list = tables.ports.get(&(Protocol::Tcp, addr.is_ipv6(), addr.port()))?;
+        // A specific address wins over the wildcard, as in the kernel.
+        let mut wildcard = None;
+        for b in list {
+            if let Role::Listening(l) = &b.role {
+                if b.ip == addr.ip() {
+                    return Some(l.clone());
+                }
+                if b.ip.is_unspecified() {
+                    wildcard = Some(l.clone());
+                }
+            }
+        }
+        wildcard
+    }
+
+    pub(crate) fn find_udp(&self, addr: SocketAddr) -> Option<Arc<UdpEndpoint>> {
+        let tables = self.tables();
+        let list = tables.ports.get(&(Protocol::Udp, addr.is_ipv6(), addr.port()))?;
+        list.iter().find_map(|b| match &b.role {
+            Role::Udp(e) if b.ip == addr.ip() || b.ip.is_unspecified() => Some(e.clone()),
+            _ => None,
+        })
+    }
+
+    /// Opens a connection from `local` to the listener at `remote`. Waits
+    /// while the listener's backlog is full; fails with `connection-refused`
+    /// when nothing listens or the listener closes meanwhile.
+    pub(crate) async fn connect(&self, local: PortBinding, remote: SocketAddr) -> Result<Connection, ErrorCode> {
+        let listener = self.find_listener(remote).ok_or(ErrorCode::ConnectionRefused)?;
+        let capacity = self.inner.config.connection_buffer;
+        let to_server = Pipe::new(capacity, self.inner.buffered.clone());
+        let to_client = Pipe::new(capacity, self.inner.buffered.clone());
+        let tracker = ConnectionTracker::new(&self.inner.open_connections);
+        // A client bound to the wildcard talks from a concrete loopback address.
+        let client_local = if local.addr.ip().is_unspecified() {
+            SocketAddr::new(loopback_for(remote.ip()), local.addr.port())
+        } else {
+            local.addr
+        };
+        let mut server_end = Some(Connection {
+            rx: to_server.clone(),
+            tx: to_client.clone(),
+            local: remote,
+            remote: client_local,
+            _binding: None,
+            _tracker: tracker.clone(),
+        });
+        loop {
+            let space = listener.space.notified();
+            tokio::pin!(space);
+            space.as_mut().enable();
+            match listener.offer(server_end.take()) {
+                Ok(()) => break,
+                Err(Some(end)) => server_end = Some(end),
+                Err(None) => return Err(ErrorCode::ConnectionRefused),
+            }
+            space.await;
+        }
+        Ok(Connection {
+            rx: to_client,
+            tx: to_server,
+            local: client_local,
+            remote,
+            _binding: Some(local),
+            _tracker: tracker,
+        })
+    }
+}
+
+/// The loopback address of `ip`'s family: where implicit binds land.
+pub(crate) fn loopback_for(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+    }
+}
+
+/// Two bindings on the same port conflict when their addresses are equal or
+/// either is the wildcard.
+fn overlaps(a: IpAddr, b: IpAddr) -> bool {
+    a == b || a.is_unspecified() || b.is_unspecified()
+}
+
+/// A reserved port; released when dropped.
+pub(crate) struct PortBinding {
+    network: VirtualNetwork,
+    proto: Protocol,
+    addr: SocketAddr,
+    id: u64,
+}
+
+impl PortBinding {
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub(crate) fn network(&self) -> &VirtualNetwork {
+        &self.network
+    }
+
+    /// Turns a TCP binding into a listener.
+    pub(crate) fn listen(&self, backlog: usize) -> Arc<Listener> {
+        let listener = Arc::new(Listener {
+            queue: Mutex::new(ListenQueue { pending: VecDeque::new(), backlog, closed: false }),
+            incoming: Notify::new(),
+            space: Notify::new(),
+        });
+        self.network.set_role(self, Role::Listening(listener.clone()));
+        listener
+    }
+
+    /// Turns a UDP binding into a datagram endpoint.
+    pub(crate) fn open_udp(&self) -> Arc<UdpEndpoint> {
+        let endpoint = Arc::new(UdpEndpoint {
+            queue: Mutex::new(VecDeque::new()),
+            capacity: self.network.inner.config.udp_queue,
+            incoming: Notify::new(),
+        });
+        self.network.set_role(self, Role::Udp(endpoint.clone()));
+        endpoint
+    }
+}
+
+impl Drop for PortBinding {
+    fn drop(&mut self) {
+        self.network.release(self);
+    }
+}
+
+/// The accept queue of a listening socket.
+pub(crate) struct Listener {
+    queue: Mutex<ListenQueue>,
+    incoming: Notify,
+    space: Notify,
+}
+
+struct ListenQueue {
+    pending: VecDeque<Connection>,
+    backlog: usize,
+    closed: bool,
+}
+
+impl Listener {
+    fn lock(&self) -> MutexGuard<'_, ListenQueue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a server-side end. `Err(Some(end))`: backlog full, try later;
+    /// `Err(None)`: the listener is closed (the end was reset).
+    fn offer(&self, end: Option<Connection>) -> Result<(), Option<Connection>> {
+        let Some(end) = end else { return Err(None) };
+        let mut q = self.lock();
+        if q.closed {
+            drop(q);
+            end.reset();
+            return Err(None);
+        }
+        if q.pending.len() >= q.backlog {
+            return Err(Some(end));
+        }
+        q.pending.push_back(end);
+        drop(q);
+        self.incoming.notify_waiters();
+        Ok(())
+    }
+
+    pub(crate) fn try_accept(&self) -> Option<Connection> {
+        let conn = self.lock().pending.pop_front();
+        if conn.is_some() {
+            self.space.notify_waiters();
+        }
+        conn
+    }
+
+    pub(crate) async fn wait_incoming(&self) {
+        loop {
+            let incoming = self.incoming.notified();
+            tokio::pin!(incoming);
+            incoming.as_mut().enable();
+            {
+                let q = self.lock();
+                if !q.pending.is_empty() || q.closed {
+                    return;
+                }
+            }
+            incoming.await;
+        }
+    }
+
+    pub(crate) fn set_backlog(&self, backlog: usize) {
+        self.lock().backlog = backlog;
+        self.space.notify_waiters();
+    }
+
+    /// Stops accepting; connections still queued are reset.
+    pub(crate) fn close(&self) {
+        let pending = {
+            let mut q = self.lock();
+            q.closed = true;
+            std::mem::take(&mut q.pending)
+        };
+        for conn in pending {
+            conn.reset();
+        }
+        self.space.notify_waiters();
+        self.incoming.notify_waiters();
+    }
+}
+
+/// One end of a virtual TCP connection.
+pub(crate) struct Connection {
+    /// Bytes the peer sends us.
+    pub(crate) rx: Arc<Pipe>,
+    /// Bytes we send the peer.
+    pub(crate) tx: Arc<Pipe>,
+    pub(crate) local: SocketAddr,
+    pub(crate) remote: SocketAddr,
+    /// The client's ephemeral port, held as long as this end lives.
+    _binding: Option<PortBinding>,
+    _tracker: Arc<ConnectionTracker>,
+}
+
+impl Connection {
+    /// Orderly close: FIN to the peer; the peer's further writes fail.
+    pub(crate) fn close(&self) {
+        self.tx.close_write();
+        self.rx.reset();
+    }
+
+    /// Abortive close: both directions fail with `connection-reset`.
+    pub(crate) fn reset(&self) {
+        self.tx.reset();
+        self.rx.reset();
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // An end nobody closed explicitly (e.g. a finished connect that was
+        // never collected) still closes cleanly; after a reset this is a no-op.
+        self.close();
+    }
+}
+
+/// Counts a connection as open while either end lives.
+struct ConnectionTracker {
+    open: Arc<AtomicUsize>,
+}
+
+impl ConnectionTracker {
+    fn new(open: &Arc<AtomicUsize>) -> Arc<Self> {
+        open.fetch_add(1, Ordering::Relaxed);
+        Arc::new(ConnectionTracker { open: open.clone() })
+    }
+}
+
+impl Drop for ConnectionTracker {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The receive queue of a bound virtual UDP socket.
+pub(crate) struct UdpEndpoint {
+    queue: Mutex<VecDeque<Datagram>>,
+    capacity: usize,
+    incoming: Notify,
+}
+
+impl UdpEndpoint {
+    fn lock(&self) -> MutexGuard<'_, VecDeque<Datagram>> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a datagram; drops it when the queue is full, as UDP does.
+    pub(crate) fn deliver(&self, datagram: Datagram) {
+        let mut q = self.lock();
+        if q.len() < self.capacity {
+            q.push_back(datagram);
+            drop(q);
+            self.incoming.notify_waiters();
+        }
+    }
+
+    /// Takes up to `max` datagrams that pass `accept`; others are discarded.
+    pub(crate) fn receive(&self, max: usize, accept: impl Fn(&Datagram) -> bool) -> Vec<Datagram> {
+        let mut q = self.lock();
+        let mut out = Vec::new();
+        while out.len() < max {
+            let Some(d) = q.pop_front() else { break };
+            if accept(&d) {
+                out.push(d);
+            }
+        }
+        out
+    }
+
+    pub(crate) async fn wait_incoming(&self) {
+        loop {
+            let incoming = self.incoming.notified();
+            tokio::pin!(incoming);
+            incoming.as_mut().enable();
+            if !self.lock().is_empty() {
+                return;
+            }
+            incoming.await;
+        }
+    }
+}
+
+/// Per-store flag: set when the store died abnormally, so the drops that
+/// follow reset connections instead of closing them cleanly.
+#[derive(Clone, Default)]
+pub(crate) struct AbortFlag(Arc<AtomicBool>);
+
+impl AbortFlag {
+    pub(crate) fn set(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+    pub(crate) fn is_set(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}

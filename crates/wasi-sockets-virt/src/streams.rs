@@ -1,0 +1,111 @@
+//! `wasi:io` streams over a virtual connection.
+//!
+//! Dropping the output stream sends FIN and dropping the input stream stops
+//! reading, as with upstream's real sockets; when the owning store was
+//! aborted (it trapped or was killed) both reset the connection instead.
+
+use crate::bindings::network::ErrorCode;
+use crate::network::{AbortFlag, Connection};
+use crate::pipe::PipeClosed;
+use bytes::Bytes;
+use std::sync::Arc;
+use wasmtime_wasi_io::poll::Pollable;
+use wasmtime_wasi_io::streams::{InputStream, OutputStream, StreamError, StreamResult};
+
+/// Largest chunk handed to the guest in one `read`.
+const MAX_READ: usize = 64 * 1024;
+
+pub(crate) struct VirtualInputStream {
+    pub(crate) conn: Arc<Connection>,
+    pub(crate) abort: AbortFlag,
+    /// A reset is reported once as an error, then the stream is closed.
+    reported_reset: bool,
+}
+
+pub(crate) struct VirtualOutputStream {
+    pub(crate) conn: Arc<Connection>,
+    pub(crate) abort: AbortFlag,
+}
+
+pub(crate) fn pair(conn: &Arc<Connection>, abort: &AbortFlag) -> (VirtualInputStream, VirtualOutputStream) {
+    (
+        VirtualInputStream { conn: conn.clone(), abort: abort.clone(), reported_reset: false },
+        VirtualOutputStream { conn: conn.clone(), abort: abort.clone() },
+    )
+}
+
+fn reset_error() -> StreamError {
+    StreamError::LastOperationFailed(wasmtime::Error::from(ErrorCode::ConnectionReset))
+}
+
+#[wasmtime_wasi::async_trait]
+impl InputStream for VirtualInputStream {
+    fn read(&mut self, size: usize) -> StreamResult<Bytes> {
+        match self.conn.rx.read(size.min(MAX_READ)) {
+            Ok(bytes) => Ok(bytes),
+            Err(PipeClosed::Eof) => Err(StreamError::Closed),
+            Err(PipeClosed::Reset) if !self.reported_reset => {
+                self.reported_reset = true;
+                Err(reset_error())
+            }
+            Err(PipeClosed::Reset) => Err(StreamError::Closed),
+        }
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for VirtualInputStream {
+    async fn ready(&mut self) {
+        self.conn.rx.wait_readable().await;
+    }
+}
+
+impl Drop for VirtualInputStream {
+    fn drop(&mut self) {
+        if self.abort.is_set() {
+            self.conn.reset();
+        } else {
+            self.conn.rx.close_read();
+        }
+    }
+}
+
+fn write_error(closed: PipeClosed) -> StreamError {
+    match closed {
+        PipeClosed::Eof => StreamError::Closed,
+        PipeClosed::Reset => reset_error(),
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl OutputStream for VirtualOutputStream {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        self.conn.tx.write(bytes).map_err(write_error)
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        // Written bytes are immediately visible to the reader.
+        self.conn.tx.check_write().map(|_| ()).map_err(write_error)
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        self.conn.tx.check_write().map_err(write_error)
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for VirtualOutputStream {
+    async fn ready(&mut self) {
+        self.conn.tx.wait_writable().await;
+    }
+}
+
+impl Drop for VirtualOutputStream {
+    fn drop(&mut self) {
+        if self.abort.is_set() {
+            self.conn.reset();
+        } else {
+            self.conn.tx.close_write();
+        }
+    }
+}

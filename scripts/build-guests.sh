@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Builds the wasm32-wasip2 guests: tests/guests/ (used by the integration
+# tests) and services/ (example services and the demo client), in release
+# mode. The target and rustflags come from each workspace's .cargo/config.toml,
+# so cargo runs from inside each workspace. Both share one target directory:
+# $CARGO_TARGET_DIR, or ~/.cache/loophost/target when unset. Extra arguments
+# go to both `cargo build` runs (e.g. -j1).
+#
+# Prints the directory holding the .wasm files as its last line of stdout
+# (cargo's own output goes to stderr).
+#
+#   scripts/build-guests.sh [cargo build args...]
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/loophost/target}
+
+for workspace in tests/guests services; do
+    (cd "$root/$workspace" && cargo build --release "$@")
+done
+
+echo "$CARGO_TARGET_DIR/wasm32-wasip2/release"

@@ -1,0 +1,112 @@
+//! Tests that embed the host in-process to look inside the virtual network:
+//! backpressure (measured buffer use) and isolation between networks.
+
+use loophost::run::{ComponentSpec, Prepared};
+use loophost_tests::guest;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wasi_sockets_virt::{NetworkConfig, Policy, VirtualNetwork};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+
+fn prepared(engine: &wasmtime::Engine, name: &str, args: &[&str]) -> Arc<Prepared> {
+    let spec = ComponentSpec { path: guest(name), args: args.iter().map(|s| s.to_string()).collect() };
+    Arc::new(Prepared::new(engine, spec).expect("prepare guest"))
+}
+
+/// Starts a guest in the background with captured stdout.
+fn spawn(prepared: &Arc<Prepared>, network: &VirtualNetwork) -> (tokio::task::JoinHandle<anyhow::Result<i32>>, MemoryOutputPipe) {
+    let out = MemoryOutputPipe::new(1 << 20);
+    let (p, n, o) = (prepared.clone(), network.clone(), out.clone());
+    let task = tokio::spawn(async move { p.run_with_stdout(&n, Arc::new(Policy::default()), &[], Some(o)).await });
+    (task, out)
+}
+
+fn text(pipe: &MemoryOutputPipe) -> String {
+    String::from_utf8_lossy(&pipe.contents()).into_owned()
+}
+
+async fn wait_listening(network: &VirtualNetwork, addr: &str) {
+    let addr = addr.parse().expect("addr");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !network.is_listening(addr) {
+        assert!(Instant::now() < deadline, "{addr} never listened");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_never_reads_stops_the_writer_and_memory_stays_bounded() {
+    let engine = loophost::component::engine().expect("engine");
+    let limit = 128 * 1024;
+    let network = VirtualNetwork::with_config(NetworkConfig { connection_buffer: limit, ..NetworkConfig::default() });
+    let sink = prepared(&engine, "echo-server", &["127.0.0.1:7100", "--mode", "sink"]);
+    let flood = prepared(&engine, "tcp-client", &["flood", "127.0.0.1:7100", &(256 * 1024 * 1024).to_string()]);
+
+    let (server, _server_out) = spawn(&sink, &network);
+    wait_listening(&network, "127.0.0.1:7100").await;
+    let (client, client_out) = spawn(&flood, &network);
+
+    // Let the client write until it is stopped, then watch it stay stopped.
+    let mut peak = 0;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        peak = peak.max(network.stats().buffered_bytes);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stalled_at = text(&client_out).lines().filter(|l| l.starts_with("wrote ")).count();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let later = text(&client_out).lines().filter(|l| l.starts_with("wrote ")).count();
+
+    assert!(!client.is_finished(), "the writer must be blocked, not done: {}", text(&client_out));
+    assert_eq!(stalled_at, later, "no progress while nobody reads");
+    assert!(peak > 0, "data was buffered");
+    assert!(peak <= limit, "buffered {peak} bytes, limit {limit}");
+    assert_eq!(network.stats().buffered_bytes, limit, "the buffer is exactly full");
+    println!("backpressure: peak buffered {peak} bytes with a {limit}-byte limit");
+
+    client.abort();
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_networks_with_the_same_ports_never_meet() {
+    let engine = loophost::component::engine().expect("engine");
+    let (net_a, net_b) = (VirtualNetwork::new(), VirtualNetwork::new());
+    let echo = prepared(&engine, "echo-server", &["127.0.0.1:7200"]);
+    let http = prepared(&engine, "http-server", &["127.0.0.1:7200"]);
+    let (server_a, out_a) = spawn(&echo, &net_a);
+    let (server_b, out_b) = spawn(&http, &net_b);
+    wait_listening(&net_a, "127.0.0.1:7200").await;
+    wait_listening(&net_b, "127.0.0.1:7200").await;
+
+    let roundtrip = prepared(&engine, "tcp-client", &["roundtrip", "127.0.0.1:7200", "3"]);
+    let get = prepared(&engine, "ureq-client", &["http://127.0.0.1:7200/hello"]);
+    let (client_a, client_a_out) = spawn(&roundtrip, &net_a);
+    let (client_b, client_b_out) = spawn(&get, &net_b);
+    let code_a = client_a.await.expect("join").expect("client a ran");
+    let code_b = client_b.await.expect("join").expect("client b ran");
+
+    assert_eq!(code_a, 0, "{}", text(&client_a_out));
+    assert!(text(&client_a_out).contains("roundtrip ok 3"));
+    assert_eq!(code_b, 0, "{}", text(&client_b_out));
+    assert!(text(&client_b_out).contains("hello from http-server"));
+    assert!(!text(&out_a).contains("request GET"), "echo server saw only its own client");
+    assert_eq!(text(&out_b).matches("request GET").count(), 1, "http server saw only its own client");
+    server_a.abort();
+    server_b.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ports_are_released_when_a_store_is_dropped() {
+    let engine = loophost::component::engine().expect("engine");
+    let network = VirtualNetwork::new();
+    let server = prepared(&engine, "echo-server", &["127.0.0.1:7300"]);
+    let (task, _) = spawn(&server, &network);
+    wait_listening(&network, "127.0.0.1:7300").await;
+    task.abort();
+    let _ = task.await;
+    assert_eq!(network.stats().bound_ports, 0, "the dropped store's port is free again");
+    let (again, _) = spawn(&server, &network);
+    wait_listening(&network, "127.0.0.1:7300").await;
+    again.abort();
+}
