@@ -6,8 +6,14 @@ use loophost_tests::guest;
 fn loophost_stderr(args: &[&str]) -> (i32, String) {
     let mut full = vec!["run"];
     full.extend_from_slice(args);
-    let output = std::process::Command::new(loophost_tests::loophost_bin()).args(&full).output().expect("run loophost");
-    (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stderr).into_owned())
+    let output = std::process::Command::new(loophost_tests::loophost_bin())
+        .args(&full)
+        .output()
+        .expect("run loophost");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 fn assert_one_line_error(stderr: &str, file: &str, problem: &str) {

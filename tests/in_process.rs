@@ -9,12 +9,18 @@ use wasi_sockets_virt::{NetworkConfig, Policy, VirtualNetwork};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 fn prepared(engine: &wasmtime::Engine, name: &str, args: &[&str]) -> Arc<Prepared> {
-    let spec = ComponentSpec { path: guest(name), args: args.iter().map(|s| s.to_string()).collect() };
+    let spec = ComponentSpec {
+        path: guest(name),
+        args: args.iter().map(|s| s.to_string()).collect(),
+    };
     Arc::new(Prepared::new(engine, spec).expect("prepare guest"))
 }
 
 /// Starts a guest in the background with captured stdout.
-fn spawn(prepared: &Arc<Prepared>, network: &VirtualNetwork) -> (tokio::task::JoinHandle<anyhow::Result<i32>>, MemoryOutputPipe) {
+fn spawn(
+    prepared: &Arc<Prepared>,
+    network: &VirtualNetwork,
+) -> (tokio::task::JoinHandle<anyhow::Result<i32>>, MemoryOutputPipe) {
     let out = MemoryOutputPipe::new(1 << 20);
     let (p, n, o) = (prepared.clone(), network.clone(), out.clone());
     let task = tokio::spawn(async move { p.run_with_stdout(&n, Arc::new(Policy::default()), &[], Some(o)).await });
@@ -38,9 +44,16 @@ async fn wait_listening(network: &VirtualNetwork, addr: &str) {
 async fn a_reader_that_never_reads_stops_the_writer_and_memory_stays_bounded() {
     let engine = loophost::component::engine().expect("engine");
     let limit = 128 * 1024;
-    let network = VirtualNetwork::with_config(NetworkConfig { connection_buffer: limit, ..NetworkConfig::default() });
+    let network = VirtualNetwork::with_config(NetworkConfig {
+        connection_buffer: limit,
+        ..NetworkConfig::default()
+    });
     let sink = prepared(&engine, "echo-server", &["127.0.0.1:7100", "--mode", "sink"]);
-    let flood = prepared(&engine, "tcp-client", &["flood", "127.0.0.1:7100", &(256 * 1024 * 1024).to_string()]);
+    let flood = prepared(
+        &engine,
+        "tcp-client",
+        &["flood", "127.0.0.1:7100", &(256 * 1024 * 1024).to_string()],
+    );
 
     let (server, _server_out) = spawn(&sink, &network);
     wait_listening(&network, "127.0.0.1:7100").await;
@@ -57,7 +70,11 @@ async fn a_reader_that_never_reads_stops_the_writer_and_memory_stays_bounded() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let later = text(&client_out).lines().filter(|l| l.starts_with("wrote ")).count();
 
-    assert!(!client.is_finished(), "the writer must be blocked, not done: {}", text(&client_out));
+    assert!(
+        !client.is_finished(),
+        "the writer must be blocked, not done: {}",
+        text(&client_out)
+    );
     assert_eq!(stalled_at, later, "no progress while nobody reads");
     assert!(peak > 0, "data was buffered");
     assert!(peak <= limit, "buffered {peak} bytes, limit {limit}");
@@ -90,8 +107,15 @@ async fn two_networks_with_the_same_ports_never_meet() {
     assert!(text(&client_a_out).contains("roundtrip ok 3"));
     assert_eq!(code_b, 0, "{}", text(&client_b_out));
     assert!(text(&client_b_out).contains("hello from http-server"));
-    assert!(!text(&out_a).contains("request GET"), "echo server saw only its own client");
-    assert_eq!(text(&out_b).matches("request GET").count(), 1, "http server saw only its own client");
+    assert!(
+        !text(&out_a).contains("request GET"),
+        "echo server saw only its own client"
+    );
+    assert_eq!(
+        text(&out_b).matches("request GET").count(),
+        1,
+        "http server saw only its own client"
+    );
     server_a.abort();
     server_b.abort();
 }

@@ -27,8 +27,14 @@ fn real_address_is_denied_by_default() {
     let host = Loophost::spawn(["run", &client, "connect", &target]);
     let (code, out) = host.wait(T);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("error PermissionDenied"), "access-denied for {target}: {out}");
-    assert!(listener.accept().is_err(), "the real listener must not see a connection");
+    assert!(
+        out.contains("error PermissionDenied"),
+        "access-denied for {target}: {out}"
+    );
+    assert!(
+        listener.accept().is_err(),
+        "the real listener must not see a connection"
+    );
 }
 
 #[test]
@@ -40,8 +46,14 @@ fn real_loopback_listener_is_not_reached_by_default() {
     let host = Loophost::spawn(["run", &client, "connect", &format!("127.0.0.1:{port}")]);
     let (code, out) = host.wait(T);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("error ConnectionRefused"), "virtual loopback has no listener: {out}");
-    assert!(listener.accept().is_err(), "the real listener must not see a connection");
+    assert!(
+        out.contains("error ConnectionRefused"),
+        "virtual loopback has no listener: {out}"
+    );
+    assert!(
+        listener.accept().is_err(),
+        "the real listener must not see a connection"
+    );
 }
 
 #[test]

@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 /// Cargo's target directory (where this test binary lives).
@@ -20,18 +23,28 @@ pub fn target_dir() -> PathBuf {
     }
     // .../target/<profile>/deps/<test-binary>
     let exe = std::env::current_exe().expect("current_exe");
-    exe.ancestors().nth(3).expect("target dir above the test binary").to_path_buf()
+    exe.ancestors()
+        .nth(3)
+        .expect("target dir above the test binary")
+        .to_path_buf()
 }
 
 fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    exe.ancestors().nth(2).expect("profile dir above the test binary").to_path_buf()
+    exe.ancestors()
+        .nth(2)
+        .expect("profile dir above the test binary")
+        .to_path_buf()
 }
 
 /// The `loophost` binary built for this test run.
 pub fn loophost_bin() -> PathBuf {
     let bin = profile_dir().join("loophost");
-    assert!(bin.exists(), "{} is missing: run the suite with `cargo test --workspace`", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: run the suite with `cargo test --workspace`",
+        bin.display()
+    );
     bin
 }
 
@@ -95,7 +108,12 @@ impl Loophost {
                 s.push('\n');
             }
         });
-        Loophost { child, lines, seen: Vec::new(), stderr }
+        Loophost {
+            child,
+            lines,
+            seen: Vec::new(),
+            stderr,
+        }
     }
 
     /// Waits for a stdout line containing `needle`; returns it.
@@ -178,7 +196,11 @@ pub fn run_pair(server: &[&str], client: &[&str], timeout: Duration) -> (i32, St
 
 /// Quotes words for `--with`.
 pub fn shell_join(words: &[&str]) -> String {
-    words.iter().map(|w| format!("'{}'", w.replace('\'', "'\\''"))).collect::<Vec<_>>().join(" ")
+    words
+        .iter()
+        .map(|w| format!("'{}'", w.replace('\'', "'\\''")))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Resident memory of a process in KiB (Linux).

@@ -38,9 +38,15 @@ pub fn load(engine: &Engine, path: &Path) -> Result<Component> {
 pub fn require_export(engine: &Engine, component: &Component, path: &Path, interface: &str) -> Result<()> {
     let ty = component.component_type();
     let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_string()).collect();
-    let found = exports.iter().any(|name| name == interface || name.starts_with(&format!("{interface}@")));
+    let found = exports
+        .iter()
+        .any(|name| name == interface || name.starts_with(&format!("{interface}@")));
     if !found {
-        let list = if exports.is_empty() { "nothing".to_string() } else { exports.join(", ") };
+        let list = if exports.is_empty() {
+            "nothing".to_string()
+        } else {
+            exports.join(", ")
+        };
         bail!("{}: does not export {interface} (it exports {list})", path.display());
     }
     Ok(())

@@ -9,7 +9,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "loophost", version, about = "Run WebAssembly components that meet over an in-memory localhost")]
+#[command(
+    name = "loophost",
+    version,
+    about = "Run WebAssembly components that meet over an in-memory localhost"
+)]
 struct Cli {
     /// Console log filter (overrides RUST_LOG), e.g. `info` or `wasi_sockets_virt=trace`.
     #[arg(long, global = true)]
@@ -86,7 +90,10 @@ async fn run(args: RunArgs) -> Result<i32> {
         })
         .collect::<Result<Vec<_>>>()?;
     if !(args.ready_timeout.is_finite() && args.ready_timeout >= 0.0) {
-        bail!("--ready-timeout {}: expected a number of seconds >= 0", args.ready_timeout);
+        bail!(
+            "--ready-timeout {}: expected a number of seconds >= 0",
+            args.ready_timeout
+        );
     }
     let options = RunOptions {
         env,
@@ -94,7 +101,10 @@ async fn run(args: RunArgs) -> Result<i32> {
         wait_for: args.wait_for,
         ready_timeout: Duration::from_secs_f64(args.ready_timeout),
     };
-    let main = ComponentSpec { path: args.component, args: args.args };
+    let main = ComponentSpec {
+        path: args.component,
+        args: args.args,
+    };
     loophost::run::run(main, background, options).await
 }
 
@@ -104,7 +114,10 @@ fn parse_with(spec: &str) -> Result<ComponentSpec> {
     let Some((path, args)) = words.split_first() else {
         bail!("--with needs a component path");
     };
-    Ok(ComponentSpec { path: PathBuf::from(path), args: args.to_vec() })
+    Ok(ComponentSpec {
+        path: PathBuf::from(path),
+        args: args.to_vec(),
+    })
 }
 
 fn init_logging(level: Option<&str>) {
@@ -113,5 +126,9 @@ fn init_logging(level: Option<&str>) {
         Some(level) => EnvFilter::new(level),
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
     };
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
 }

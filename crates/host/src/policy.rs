@@ -28,11 +28,12 @@ pub fn from_flags(egress: &[String], lookups: &[String]) -> Result<Policy> {
 pub fn parse_rule(s: &str) -> Result<AddressRule> {
     let (addr, ports) = split_port(s);
     let net: IpNet = if addr.contains('/') {
-        addr.parse().with_context(|| format!("{addr:?} is not a CIDR like 10.0.0.0/8"))?
+        addr.parse()
+            .with_context(|| format!("{addr:?} is not a CIDR like 10.0.0.0/8"))?
     } else {
-        let ip: IpAddr = addr
-            .parse()
-            .with_context(|| format!("{addr:?} is not an IP address (names are not allowed here; use an address or CIDR)"))?;
+        let ip: IpAddr = addr.parse().with_context(|| {
+            format!("{addr:?} is not an IP address (names are not allowed here; use an address or CIDR)")
+        })?;
         IpNet::from(ip)
     };
     let ports = match ports {
@@ -51,19 +52,21 @@ pub fn parse_rule(s: &str) -> Result<AddressRule> {
             }
         },
     };
-    Ok(AddressRule { net: net.trunc(), ports })
+    Ok(AddressRule {
+        net: net.trunc(),
+        ports,
+    })
 }
 
 fn parse_port(s: &str) -> Result<u16> {
-    s.parse().with_context(|| format!("{s:?} is not a port number (0-65535)"))
+    s.parse()
+        .with_context(|| format!("{s:?} is not a port number (0-65535)"))
 }
 
 /// Splits `addr:port`, `[v6]:port`, `cidr:port`; a bare IPv6 address has no port.
 fn split_port(s: &str) -> (&str, Option<&str>) {
-    if let Some(rest) = s.strip_prefix('[') {
-        if let Some((addr, tail)) = rest.split_once(']') {
-            return (addr, tail.strip_prefix(':'));
-        }
+    if let Some((addr, tail)) = s.strip_prefix('[').and_then(|rest| rest.split_once(']')) {
+        return (addr, tail.strip_prefix(':'));
     }
     match s.rsplit_once(':') {
         Some((addr, port)) if !addr.contains(':') => (addr, Some(port)),

@@ -110,7 +110,9 @@ impl Prepared {
 }
 
 fn file_name(path: &Path) -> String {
-    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
 }
 
 /// Runs `main` after starting `background` components on one private
@@ -163,7 +165,10 @@ async fn wait_until_ready(network: &VirtualNetwork, tasks: &[tokio::task::JoinHa
             return;
         }
         if Instant::now() >= deadline {
-            tracing::warn!("background components not ready after {:?}; starting anyway", options.ready_timeout);
+            tracing::warn!(
+                "background components not ready after {:?}; starting anyway",
+                options.ready_timeout
+            );
             return;
         }
         tokio::time::sleep(Duration::from_millis(2)).await;

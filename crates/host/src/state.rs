@@ -1,8 +1,8 @@
 //! What every store holds.
 
 use wasi_sockets_virt::{SocketsCtx, SocketsCtxView, SocketsView};
-use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::Engine;
+use wasmtime::component::{Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 /// Store data: the resource table, WASI (everything but sockets) and the
@@ -15,13 +15,19 @@ pub struct HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
 impl SocketsView for HostState {
     fn sockets(&mut self) -> SocketsCtxView<'_> {
-        SocketsCtxView { ctx: &mut self.sockets, table: &mut self.table }
+        SocketsCtxView {
+            ctx: &mut self.sockets,
+            table: &mut self.table,
+        }
     }
 }
 

@@ -10,11 +10,11 @@ wasmtime::component::bindgen!({
     path: "../../vendor/wasmtime-wasi/src/p2/wit",
     world: "wasi:sockets/imports",
     imports: {
-        "wasi:sockets/tcp.[method]tcp-socket.start-bind": async | trappable,
-        "wasi:sockets/tcp.[method]tcp-socket.start-listen": async | trappable,
-        "wasi:sockets/udp.[method]udp-socket.start-bind": async | trappable,
-        "wasi:sockets/udp.[method]udp-socket.stream": async | trappable,
-        default: trappable,
+        "wasi:sockets/tcp.[method]tcp-socket.start-bind": async | trappable | tracing,
+        "wasi:sockets/tcp.[method]tcp-socket.start-listen": async | trappable | tracing,
+        "wasi:sockets/udp.[method]udp-socket.start-bind": async | trappable | tracing,
+        "wasi:sockets/udp.[method]udp-socket.stream": async | trappable | tracing,
+        default: trappable | tracing,
     },
     trappable_error_type: {
         "wasi:sockets/network.error-code" => crate::SocketError,

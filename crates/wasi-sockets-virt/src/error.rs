@@ -144,9 +144,7 @@ pub(crate) fn from_io(err: &std::io::Error) -> ErrorCode {
         K::TimedOut => ErrorCode::Timeout,
         K::Unsupported => ErrorCode::NotSupported,
         K::WouldBlock => ErrorCode::WouldBlock,
-        K::HostUnreachable | K::NetworkUnreachable | K::NetworkDown => {
-            ErrorCode::RemoteUnreachable
-        }
+        K::HostUnreachable | K::NetworkUnreachable | K::NetworkDown => ErrorCode::RemoteUnreachable,
         _ => ErrorCode::Unknown,
     }
 }

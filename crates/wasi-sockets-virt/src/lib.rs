@@ -98,7 +98,12 @@ impl SocketsCtx {
 
     /// Like [`SocketsCtx::new`], sharing one policy between many stores.
     pub fn with_shared_policy(network: VirtualNetwork, policy: Arc<Policy>) -> Self {
-        SocketsCtx { network, policy, abort: AbortFlag::default(), real: OnceLock::new() }
+        SocketsCtx {
+            network,
+            policy,
+            abort: AbortFlag::default(),
+            real: OnceLock::new(),
+        }
     }
 
     /// The network this store's loopback is on.

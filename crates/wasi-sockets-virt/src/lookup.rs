@@ -1,6 +1,6 @@
 //! Name resolution: `localhost` and IP literals are answered here, without
 //! the OS resolver; other names go to the host resolver only if the policy
-//! allows them.
+//! allows them, and are otherwise `name-unresolvable`.
 
 use crate::Policy;
 use crate::bindings::network::ErrorCode;
@@ -25,7 +25,9 @@ enum Lookup {
 impl ResolveAddressStream {
     /// Starts resolving `name`. Errors known without a lookup come back at once.
     pub(crate) fn start(policy: &Policy, name: &str) -> Result<Self, ErrorCode> {
-        let done = |addrs: Vec<IpAddr>| ResolveAddressStream { state: Lookup::Done(Ok(addrs.into_iter())) };
+        let done = |addrs: Vec<IpAddr>| ResolveAddressStream {
+            state: Lookup::Done(Ok(addrs.into_iter())),
+        };
         let trimmed = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')).unwrap_or(name);
         if let Ok(ip) = trimmed.parse::<IpAddr>() {
             return Ok(done(vec![ip.to_canonical()]));
@@ -35,11 +37,18 @@ impl ResolveAddressStream {
             return Err(ErrorCode::InvalidArgument);
         }
         if host == "localhost" || host.ends_with(".localhost") {
-            return Ok(done(vec![IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)]));
+            return Ok(done(vec![
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ]));
         }
         if !policy.may_resolve(&host) {
+            // Reported like a name that does not exist (through the stream,
+            // as a resolver would): the workload's world has no such name.
             tracing::debug!(name = %host, "name lookup denied by policy");
-            return Err(ErrorCode::PermanentResolverFailure);
+            return Ok(ResolveAddressStream {
+                state: Lookup::Done(Err(ErrorCode::NameUnresolvable)),
+            });
         }
         let future = async move {
             let addrs = tokio::net::lookup_host((host.as_str(), 0)).await.map_err(|err| {
@@ -55,7 +64,9 @@ impl ResolveAddressStream {
             }
             Ok(out)
         };
-        Ok(ResolveAddressStream { state: Lookup::Pending(Box::pin(future)) })
+        Ok(ResolveAddressStream {
+            state: Lookup::Pending(Box::pin(future)),
+        })
     }
 
     /// The next address, `None` when exhausted, `would-block` while pending.
@@ -93,7 +104,9 @@ fn is_valid_hostname(name: &str) -> bool {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
 }
 
@@ -114,13 +127,16 @@ mod tests {
     fn localhost_and_literals_need_no_resolver() {
         assert_eq!(resolve_now("localhost").expect("localhost").len(), 2);
         assert_eq!(resolve_now("LOCALHOST.").expect("localhost").len(), 2);
-        assert_eq!(resolve_now("127.0.0.1").expect("v4"), vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]);
+        assert_eq!(
+            resolve_now("127.0.0.1").expect("v4"),
+            vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]
+        );
         assert_eq!(resolve_now("[::1]").expect("v6"), vec![IpAddr::V6(Ipv6Addr::LOCALHOST)]);
     }
 
     #[test]
     fn other_names_are_denied_by_default_and_garbage_is_invalid() {
-        assert_eq!(resolve_now("example.com").err(), Some(ErrorCode::PermanentResolverFailure));
+        assert_eq!(resolve_now("example.com").err(), Some(ErrorCode::NameUnresolvable));
         assert_eq!(resolve_now("not a name").err(), Some(ErrorCode::InvalidArgument));
         assert_eq!(resolve_now("").err(), Some(ErrorCode::InvalidArgument));
     }

@@ -104,7 +104,10 @@ impl VirtualNetwork {
     /// A new, empty network.
     pub fn with_config(config: NetworkConfig) -> Self {
         VirtualNetwork {
-            inner: Arc::new(Inner { config, ..Inner::default() }),
+            inner: Arc::new(Inner {
+                config,
+                ..Inner::default()
+            }),
         }
     }
 
@@ -159,7 +162,11 @@ impl VirtualNetwork {
         };
         tables.next_id += 1;
         let id = tables.next_id;
-        tables.ports.entry((proto, v6, port)).or_default().push(Binding { id, ip, role: Role::Reserved });
+        tables.ports.entry((proto, v6, port)).or_default().push(Binding {
+            id,
+            ip,
+            role: Role::Reserved,
+        });
         Ok(PortBinding {
             network: self.clone(),
             proto,
@@ -173,9 +180,13 @@ impl VirtualNetwork {
         let (lo, hi) = (*range.start(), *range.end());
         let span = u32::from(hi - lo) + 1;
         for _ in 0..span {
-            let candidate = if (lo..=hi).contains(&tables.next_ephemeral) { tables.next_ephemeral } else { lo };
+            let candidate = if (lo..=hi).contains(&tables.next_ephemeral) {
+                tables.next_ephemeral
+            } else {
+                lo
+            };
             tables.next_ephemeral = if candidate == hi { lo } else { candidate + 1 };
-            if !tables.ports.get(&(proto, v6, candidate)).is_some_and(|l| !l.is_empty()) {
+            if tables.ports.get(&(proto, v6, candidate)).is_none_or(|l| l.is_empty()) {
                 return Ok(candidate);
             }
         }
@@ -185,7 +196,11 @@ impl VirtualNetwork {
     fn set_role(&self, binding: &PortBinding, role: Role) {
         let mut tables = self.tables();
         let key = (binding.proto, binding.addr.is_ipv6(), binding.addr.port());
-        if let Some(b) = tables.ports.get_mut(&key).and_then(|l| l.iter_mut().find(|b| b.id == binding.id)) {
+        if let Some(b) = tables
+            .ports
+            .get_mut(&key)
+            .and_then(|l| l.iter_mut().find(|b| b.id == binding.id))
+        {
             b.role = role;
         }
     }
@@ -255,10 +270,10 @@ impl VirtualNetwork {
             let space = listener.space.notified();
             tokio::pin!(space);
             space.as_mut().enable();
-            match listener.offer(server_end.take()) {
-                Ok(()) => break,
-                Err(Some(end)) => server_end = Some(end),
-                Err(None) => return Err(ErrorCode::ConnectionRefused),
+            match listener.offer(&mut server_end) {
+                Offer::Queued => break,
+                Offer::Full => {}
+                Offer::Closed => return Err(ErrorCode::ConnectionRefused),
             }
             space.await;
         }
@@ -307,7 +322,11 @@ impl PortBinding {
     /// Turns a TCP binding into a listener.
     pub(crate) fn listen(&self, backlog: usize) -> Arc<Listener> {
         let listener = Arc::new(Listener {
-            queue: Mutex::new(ListenQueue { pending: VecDeque::new(), backlog, closed: false }),
+            queue: Mutex::new(ListenQueue {
+                pending: VecDeque::new(),
+                backlog,
+                closed: false,
+            }),
             incoming: Notify::new(),
             space: Notify::new(),
         });
@@ -321,6 +340,7 @@ impl PortBinding {
             queue: Mutex::new(VecDeque::new()),
             capacity: self.network.inner.config.udp_queue,
             incoming: Notify::new(),
+            refused: AtomicBool::new(false),
         });
         self.network.set_role(self, Role::Udp(endpoint.clone()));
         endpoint
@@ -331,6 +351,12 @@ impl Drop for PortBinding {
     fn drop(&mut self) {
         self.network.release(self);
     }
+}
+
+enum Offer {
+    Queued,
+    Full,
+    Closed,
 }
 
 /// The accept queue of a listening socket.
@@ -351,23 +377,24 @@ impl Listener {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues a server-side end. `Err(Some(end))`: backlog full, try later;
-    /// `Err(None)`: the listener is closed (the end was reset).
-    fn offer(&self, end: Option<Connection>) -> Result<(), Option<Connection>> {
-        let Some(end) = end else { return Err(None) };
+    /// Queues the server-side end held in `end` (taking it) unless the
+    /// backlog is full.
+    fn offer(&self, end: &mut Option<Connection>) -> Offer {
         let mut q = self.lock();
         if q.closed {
             drop(q);
-            end.reset();
-            return Err(None);
+            if let Some(end) = end.take() {
+                end.reset();
+            }
+            return Offer::Closed;
         }
         if q.pending.len() >= q.backlog {
-            return Err(Some(end));
+            return Offer::Full;
         }
-        q.pending.push_back(end);
+        q.pending.extend(end.take());
         drop(q);
         self.incoming.notify_waiters();
-        Ok(())
+        Offer::Queued
     }
 
     pub(crate) fn try_accept(&self) -> Option<Connection> {
@@ -471,6 +498,8 @@ pub(crate) struct UdpEndpoint {
     queue: Mutex<VecDeque<Datagram>>,
     capacity: usize,
     incoming: Notify,
+    /// A datagram this socket sent found no receiver (see `report_refused`).
+    refused: AtomicBool,
 }
 
 impl UdpEndpoint {
@@ -501,12 +530,23 @@ impl UdpEndpoint {
         out
     }
 
+    /// Records that a datagram sent from here had no receiver.
+    pub(crate) fn report_refused(&self) {
+        self.refused.store(true, Ordering::Release);
+        self.incoming.notify_waiters();
+    }
+
+    /// Takes the pending "refused" report, if any.
+    pub(crate) fn take_refused(&self) -> bool {
+        self.refused.swap(false, Ordering::AcqRel)
+    }
+
     pub(crate) async fn wait_incoming(&self) {
         loop {
             let incoming = self.incoming.notified();
             tokio::pin!(incoming);
             incoming.as_mut().enable();
-            if !self.lock().is_empty() {
+            if !self.lock().is_empty() || self.refused.load(Ordering::Acquire) {
                 return;
             }
             incoming.await;

@@ -79,7 +79,11 @@ impl Pipe {
             return Err(PipeClosed::Eof);
         }
         if st.buffered == 0 {
-            return if st.write_closed { Err(PipeClosed::Eof) } else { Ok(Bytes::new()) };
+            return if st.write_closed {
+                Err(PipeClosed::Eof)
+            } else {
+                Ok(Bytes::new())
+            };
         }
         if max == 0 {
             return Ok(Bytes::new());

@@ -16,7 +16,7 @@ pub enum Route {
     Virtual,
     /// A real OS socket.
     Host,
-    /// Refused; the guest sees `access-denied`.
+    /// Refused; the guest sees `access-denied` (`address-not-bindable` for binds).
     Deny(DenyReason),
 }
 
@@ -26,7 +26,8 @@ pub enum DenyReason {
     /// Connecting or sending to an address outside the virtual loopback that
     /// no egress rule allows.
     EgressNotAllowed,
-    /// Binding a real (non-loopback) local address.
+    /// Binding a real (non-loopback) local address; the guest sees
+    /// `address-not-bindable`.
     HostBindNotAllowed,
 }
 
@@ -64,7 +65,10 @@ pub struct AddressRule {
 impl AddressRule {
     /// A rule for every port of `net`.
     pub fn any_port(net: IpNet) -> Self {
-        AddressRule { net, ports: 0..=u16::MAX }
+        AddressRule {
+            net,
+            ports: 0..=u16::MAX,
+        }
     }
 
     fn matches(&self, addr: SocketAddr) -> bool {
@@ -177,7 +181,10 @@ mod tests {
     #[test]
     fn loopback_is_virtual_by_default_and_real_network_is_denied() {
         let policy = Policy::default();
-        assert_eq!(policy.route(SocketUse::TcpConnect, addr("127.0.0.1:80")), Route::Virtual);
+        assert_eq!(
+            policy.route(SocketUse::TcpConnect, addr("127.0.0.1:80")),
+            Route::Virtual
+        );
         assert_eq!(policy.route(SocketUse::TcpConnect, addr("[::1]:80")), Route::Virtual);
         assert_eq!(
             policy.route(SocketUse::TcpConnect, addr("10.1.2.3:80")),
@@ -195,12 +202,18 @@ mod tests {
         let policy = Policy {
             egress: vec![
                 AddressRule::any_port("0.0.0.0/0".parse().expect("net")),
-                AddressRule { net: "127.0.0.1/32".parse().expect("net"), ports: 5432..=5432 },
+                AddressRule {
+                    net: "127.0.0.1/32".parse().expect("net"),
+                    ports: 5432..=5432,
+                },
             ],
             ..Policy::default()
         };
         assert_eq!(policy.route(SocketUse::TcpConnect, addr("10.1.2.3:80")), Route::Host);
-        assert_eq!(policy.route(SocketUse::TcpConnect, addr("127.0.0.1:80")), Route::Virtual);
+        assert_eq!(
+            policy.route(SocketUse::TcpConnect, addr("127.0.0.1:80")),
+            Route::Virtual
+        );
         assert_eq!(policy.route(SocketUse::TcpConnect, addr("127.0.0.1:5432")), Route::Host);
     }
 

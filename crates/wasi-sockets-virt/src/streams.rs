@@ -29,8 +29,15 @@ pub(crate) struct VirtualOutputStream {
 
 pub(crate) fn pair(conn: &Arc<Connection>, abort: &AbortFlag) -> (VirtualInputStream, VirtualOutputStream) {
     (
-        VirtualInputStream { conn: conn.clone(), abort: abort.clone(), reported_reset: false },
-        VirtualOutputStream { conn: conn.clone(), abort: abort.clone() },
+        VirtualInputStream {
+            conn: conn.clone(),
+            abort: abort.clone(),
+            reported_reset: false,
+        },
+        VirtualOutputStream {
+            conn: conn.clone(),
+            abort: abort.clone(),
+        },
     )
 }
 

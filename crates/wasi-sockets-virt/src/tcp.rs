@@ -59,7 +59,10 @@ enum State {
     /// has not collected it yet.
     ConnectDone(Result<Connected, ErrorCode>),
     Connected(Connected),
-    Listening { binding: PortBinding, listener: Arc<Listener> },
+    Listening {
+        binding: PortBinding,
+        listener: Arc<Listener>,
+    },
     Closed,
 }
 
@@ -127,13 +130,7 @@ impl TcpSocket {
         if !matches!(self.state, State::Unbound) {
             return Err(ErrorCode::InvalidState.into());
         }
-        match ctx.policy.route(SocketUse::TcpBind, addr) {
-            Route::Virtual => {}
-            Route::Host | Route::Deny(_) => {
-                tracing::debug!(%addr, "tcp bind denied by policy");
-                return Err(ErrorCode::AccessDenied.into());
-            }
-        }
+        check_bind_route(ctx, SocketUse::TcpBind, addr)?;
         let binding = ctx.network.bind(Protocol::Tcp, addr)?;
         self.state = State::Bound(binding);
         self.begin(Op::Bind)
@@ -174,12 +171,15 @@ impl TcpSocket {
                 // OS picks the local address.
                 drop(bound);
                 tracing::debug!(%remote, "real connect allowed by policy");
-                let mut core = wasmtime_wasi::sockets::TcpSocket::new(ctx.real_sockets(), to_upstream_family(self.family))
-                    .map_err(from_upstream)?;
+                let mut core =
+                    wasmtime_wasi::sockets::TcpSocket::new(ctx.real_sockets(), to_upstream_family(self.family))
+                        .map_err(from_upstream)?;
                 self.options.apply_to(&mut core);
                 core.start_connect(remote).map_err(from_upstream)?;
                 Box::pin(async move {
-                    std::future::poll_fn(|cx| core.poll_finish_connect(cx)).await.map_err(from_upstream)?;
+                    std::future::poll_fn(|cx| core.poll_finish_connect(cx))
+                        .await
+                        .map_err(from_upstream)?;
                     Ok(Connected::Real(wasmtime_wasi::p2::TcpSocket::new(core)))
                 })
             }
@@ -197,15 +197,13 @@ impl TcpSocket {
             return Err(ErrorCode::NotInProgress.into());
         }
         let result = match std::mem::replace(&mut self.state, State::Closed) {
-            State::Connecting(mut future) => {
-                match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-                    Poll::Ready(result) => result,
-                    Poll::Pending => {
-                        self.state = State::Connecting(future);
-                        return Err(ErrorCode::WouldBlock.into());
-                    }
+            State::Connecting(mut future) => match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+                Poll::Ready(result) => result,
+                Poll::Pending => {
+                    self.state = State::Connecting(future);
+                    return Err(ErrorCode::WouldBlock.into());
                 }
-            }
+            },
             State::ConnectDone(result) => result,
             other => {
                 self.state = other;
@@ -542,6 +540,19 @@ fn clamp_keep_alive_time(nanos: u64) -> u64 {
     nanos.clamp(1_000_000_000, i16::MAX as u64 * 1_000_000_000)
 }
 
+/// Binds are virtual only. The virtual network has no interface but
+/// loopback, so any other address is `address-not-bindable`, as an OS says
+/// for an address it does not own.
+pub(crate) fn check_bind_route(ctx: &SocketsCtx, usage: SocketUse, addr: SocketAddr) -> Result<(), ErrorCode> {
+    match ctx.policy.route(usage, addr) {
+        Route::Virtual => Ok(()),
+        Route::Host | Route::Deny(_) => {
+            tracing::debug!(%addr, ?usage, "bind outside the virtual loopback refused");
+            Err(ErrorCode::AddressNotBindable)
+        }
+    }
+}
+
 pub(crate) fn to_upstream_family(family: IpAddressFamily) -> wasmtime_wasi::sockets::SocketAddressFamily {
     match family {
         IpAddressFamily::Ipv4 => wasmtime_wasi::sockets::SocketAddressFamily::Ipv4,
@@ -555,9 +566,8 @@ pub(crate) fn check_family(family: IpAddressFamily, ip: IpAddr) -> Result<(), Er
     let ok = match (family, ip) {
         (IpAddressFamily::Ipv4, IpAddr::V4(_)) => true,
         (IpAddressFamily::Ipv6, IpAddr::V6(v6)) => {
-            let deprecated_compatible = matches!(v6.segments(), [0, 0, 0, 0, 0, 0, _, _])
-                && !v6.is_unspecified()
-                && !v6.is_loopback();
+            let deprecated_compatible =
+                matches!(v6.segments(), [0, 0, 0, 0, 0, 0, _, _]) && !v6.is_unspecified() && !v6.is_loopback();
             v6.to_ipv4_mapped().is_none() && !deprecated_compatible
         }
         _ => false,

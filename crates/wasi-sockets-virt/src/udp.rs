@@ -4,12 +4,12 @@
 //! receiver's [`UdpEndpoint`]; like real UDP, a datagram to a port nobody
 //! bound, or to a full queue, is dropped silently.
 
-use crate::{Policy, SocketsCtx};
 use crate::bindings::network::{ErrorCode, IpAddressFamily};
 use crate::error::SocketResult;
-use crate::network::{PortBinding, Protocol, UdpEndpoint, VirtualNetwork};
+use crate::network::{PortBinding, Protocol, UdpEndpoint, VirtualNetwork, loopback_for};
 use crate::policy::{Route, SocketUse};
-use crate::tcp::{check_local_address, check_remote_address};
+use crate::tcp::{check_bind_route, check_local_address, check_remote_address};
+use crate::{Policy, SocketsCtx};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use wasmtime_wasi_io::poll::Pollable;
@@ -62,13 +62,13 @@ impl UdpSocket {
         if self.bound.is_some() {
             return Err(ErrorCode::InvalidState.into());
         }
-        if ctx.policy.route(SocketUse::UdpBind, addr) != Route::Virtual {
-            tracing::debug!(%addr, "udp bind denied by policy");
-            return Err(ErrorCode::AccessDenied.into());
-        }
+        check_bind_route(ctx, SocketUse::UdpBind, addr)?;
         let binding = ctx.network.bind(Protocol::Udp, addr)?;
         let endpoint = binding.open_udp();
-        self.bound = Some(Bound { binding: Arc::new(binding), endpoint });
+        self.bound = Some(Bound {
+            binding: Arc::new(binding),
+            endpoint,
+        });
         self.bind_in_progress = true;
         Ok(())
     }
@@ -104,6 +104,7 @@ impl UdpSocket {
             policy: ctx.policy.clone(),
             family: self.family,
             local: bound.binding.clone(),
+            endpoint: bound.endpoint.clone(),
             remote,
         };
         Ok((incoming, outgoing))
@@ -111,7 +112,7 @@ impl UdpSocket {
 
     pub(crate) fn local_address(&self) -> SocketResult<SocketAddr> {
         match &self.bound {
-            Some(bound) => Ok(bound.binding.addr()),
+            Some(bound) => Ok(source_address(bound.binding.addr(), self.remote)),
             None => Err(ErrorCode::InvalidState.into()),
         }
     }
@@ -181,6 +182,15 @@ fn route_send(policy: &Policy, remote: SocketAddr) -> Result<(), ErrorCode> {
     }
 }
 
+/// The address datagrams leave from: a wildcard binding sends from the
+/// loopback address of the destination's family.
+fn source_address(bound: SocketAddr, to: Option<SocketAddr>) -> SocketAddr {
+    match to {
+        Some(to) if bound.ip().is_unspecified() => SocketAddr::new(loopback_for(to.ip()), bound.port()),
+        _ => bound,
+    }
+}
+
 /// A received datagram as the guest sees it.
 pub(crate) struct Received {
     pub(crate) data: Vec<u8>,
@@ -195,10 +205,19 @@ pub struct IncomingDatagramStream {
 
 impl IncomingDatagramStream {
     pub(crate) fn receive(&mut self, max: u64) -> SocketResult<Vec<Received>> {
+        if self.remote.is_some() && self.endpoint.take_refused() {
+            return Err(ErrorCode::ConnectionRefused.into());
+        }
         let max = usize::try_from(max).unwrap_or(usize::MAX).min(1024);
         let remote = self.remote;
         let datagrams = self.endpoint.receive(max, |d| remote.is_none_or(|r| r == d.from));
-        Ok(datagrams.into_iter().map(|d| Received { data: d.data, from: d.from }).collect())
+        Ok(datagrams
+            .into_iter()
+            .map(|d| Received {
+                data: d.data,
+                from: d.from,
+            })
+            .collect())
     }
 }
 
@@ -215,6 +234,8 @@ pub struct OutgoingDatagramStream {
     policy: Arc<Policy>,
     family: IpAddressFamily,
     local: Arc<PortBinding>,
+    /// Our own receive queue, where "port unreachable" is reported.
+    endpoint: Arc<UdpEndpoint>,
     remote: Option<SocketAddr>,
 }
 
@@ -252,12 +273,15 @@ impl OutgoingDatagramStream {
             return Err(ErrorCode::DatagramTooLarge);
         }
         route_send(&self.policy, to)?;
-        if let Some(endpoint) = self.network.find_udp(to) {
-            let mut from = self.local.addr();
-            if from.ip().is_unspecified() {
-                from.set_ip(to.ip());
+        match self.network.find_udp(to) {
+            Some(endpoint) => {
+                let from = source_address(self.local.addr(), Some(to));
+                endpoint.deliver(Datagram { data, from });
             }
-            endpoint.deliver(Datagram { data, from });
+            // Like an ICMP "port unreachable": a connected socket learns
+            // of it on its next receive; an unconnected one never does.
+            None if self.remote.is_some() => self.endpoint.report_refused(),
+            None => {}
         }
         Ok(())
     }

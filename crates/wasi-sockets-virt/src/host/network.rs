@@ -1,7 +1,7 @@
 //! `network`, `instance-network`, `ip-name-lookup` and address conversions.
 
-use crate::bindings::{instance_network, ip_name_lookup, network};
 use crate::bindings::network::{ErrorCode, IpAddress, IpSocketAddress, Ipv4SocketAddress, Ipv6SocketAddress};
+use crate::bindings::{instance_network, ip_name_lookup, network};
 use crate::error::{SocketError, stream_error_code};
 use crate::lookup::ResolveAddressStream;
 use crate::{Network, SocketsCtxView};
@@ -45,10 +45,7 @@ impl ip_name_lookup::Host for SocketsCtxView<'_> {
 }
 
 impl ip_name_lookup::HostResolveAddressStream for SocketsCtxView<'_> {
-    fn resolve_next_address(
-        &mut self,
-        this: Resource<ResolveAddressStream>,
-    ) -> Result<Option<IpAddress>, SocketError> {
+    fn resolve_next_address(&mut self, this: Resource<ResolveAddressStream>) -> Result<Option<IpAddress>, SocketError> {
         Ok(self.table.get_mut(&this)?.next()?.map(IpAddress::from))
     }
 
@@ -87,7 +84,10 @@ impl From<SocketAddr> for IpSocketAddress {
         match addr {
             SocketAddr::V4(v4) => {
                 let [a, b, c, d] = v4.ip().octets();
-                IpSocketAddress::Ipv4(Ipv4SocketAddress { port: v4.port(), address: (a, b, c, d) })
+                IpSocketAddress::Ipv4(Ipv4SocketAddress {
+                    port: v4.port(),
+                    address: (a, b, c, d),
+                })
             }
             SocketAddr::V6(v6) => {
                 let [a, b, c, d, e, f, g, h] = v6.ip().segments();

@@ -92,11 +92,18 @@ impl udp::HostUdpSocket for SocketsCtxView<'_> {
 }
 
 impl udp::HostIncomingDatagramStream for SocketsCtxView<'_> {
-    fn receive(&mut self, this: Resource<IncomingDatagramStream>, max_results: u64) -> SocketResult<Vec<IncomingDatagram>> {
+    fn receive(
+        &mut self,
+        this: Resource<IncomingDatagramStream>,
+        max_results: u64,
+    ) -> SocketResult<Vec<IncomingDatagram>> {
         let received = self.table.get_mut(&this)?.receive(max_results)?;
         Ok(received
             .into_iter()
-            .map(|d| IncomingDatagram { data: d.data, remote_address: d.from.into() })
+            .map(|d| IncomingDatagram {
+                data: d.data,
+                remote_address: d.from.into(),
+            })
             .collect())
     }
 
