@@ -90,7 +90,7 @@ fn bad_with_component_fails_before_anything_starts() {
 #[test]
 fn bad_egress_rule() {
     let client = guest("tcp-client").display().to_string();
-    let (code, err) = loophost_stderr(&["--allow-egress", "example.com", &client]);
+    let (code, err) = loophost_stderr(&["--allow-egress", "no-such-host.invalid", &client]);
     assert_eq!(code, 1);
-    assert_one_line_error(&err, "--allow-egress", "not an IP address");
+    assert_one_line_error(&err, "--allow-egress", "cannot resolve host");
 }
