@@ -8,6 +8,11 @@
 //! - [`policy`]: turning command-line flags into a socket [`Policy`](wasi_sockets_virt::Policy).
 
 pub mod component;
+pub mod http;
+pub mod manifest;
+pub mod output;
 pub mod policy;
 pub mod run;
 pub mod state;
+pub mod supervisor;
+pub mod up;

@@ -26,6 +26,33 @@ struct Cli {
 enum Command {
     /// Run a wasi:cli/run component with its own private virtual network.
     Run(RunArgs),
+    /// Run workloads from manifests until SIGINT/SIGTERM.
+    Up(UpArgs),
+    /// Validate manifests (and compile their components) without running anything.
+    Check(CheckArgs),
+}
+
+#[derive(clap::Args)]
+struct UpArgs {
+    /// Address of the HTTP listener that serves the HTTP components.
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    listen: SocketAddr,
+    /// How long services get to become ready before HTTP is served anyway, in seconds.
+    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+    ready_timeout: f64,
+    /// How long in-flight requests get to finish after SIGINT/SIGTERM, in seconds.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    drain_timeout: f64,
+    /// Workload manifests (TOML); each workload gets its own virtual network.
+    #[arg(required = true, value_name = "MANIFEST")]
+    manifests: Vec<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct CheckArgs {
+    /// Workload manifests (TOML).
+    #[arg(required = true, value_name = "MANIFEST")]
+    manifests: Vec<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -61,7 +88,13 @@ struct RunArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_level.as_deref());
+    // `up` is a long-running host: its guests' output is logged at info.
+    let default_level = if matches!(cli.command, Command::Up(_)) {
+        "info"
+    } else {
+        "warn"
+    };
+    init_logging(cli.log_level.as_deref(), default_level);
     match real_main(cli) {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(err) => {
@@ -76,6 +109,28 @@ fn real_main(cli: Cli) -> Result<i32> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     match cli.command {
         Command::Run(args) => runtime.block_on(run(args)),
+        Command::Up(args) => {
+            let options = loophost::up::UpOptions {
+                manifests: args.manifests,
+                listen: args.listen,
+                ready_timeout: seconds("--ready-timeout", args.ready_timeout)?,
+                drain_timeout: seconds("--drain-timeout", args.drain_timeout)?,
+            };
+            runtime.block_on(loophost::up::up(options))
+        }
+        Command::Check(args) => {
+            for w in loophost::up::check(&args.manifests)? {
+                println!(
+                    "ok: {}: workload {}/{}: {} services, {} components",
+                    w.file.display(),
+                    w.namespace,
+                    w.name,
+                    w.services.len(),
+                    w.components.len()
+                );
+            }
+            Ok(0)
+        }
     }
 }
 
@@ -99,13 +154,20 @@ async fn run(args: RunArgs) -> Result<i32> {
         env,
         policy: loophost::policy::from_flags(&args.allow_egress, &args.allow_lookup)?,
         wait_for: args.wait_for,
-        ready_timeout: Duration::from_secs_f64(args.ready_timeout),
+        ready_timeout: seconds("--ready-timeout", args.ready_timeout)?,
     };
     let main = ComponentSpec {
         path: args.component,
         args: args.args,
     };
     loophost::run::run(main, background, options).await
+}
+
+fn seconds(flag: &str, value: f64) -> Result<Duration> {
+    if !(value.is_finite() && (0.0..=86_400.0).contains(&value)) {
+        bail!("{flag} {value}: expected a number of seconds between 0 and 86400");
+    }
+    Ok(Duration::from_secs_f64(value))
 }
 
 /// `--with "server.wasm --port 7000"` → path and args.
@@ -120,11 +182,11 @@ fn parse_with(spec: &str) -> Result<ComponentSpec> {
     })
 }
 
-fn init_logging(level: Option<&str>) {
+fn init_logging(level: Option<&str>, default_level: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = match level {
         Some(level) => EnvFilter::new(level),
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
     };
     tracing_subscriber::fmt()
         .with_env_filter(filter)

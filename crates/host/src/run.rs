@@ -8,8 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use wasi_sockets_virt::{Policy, SocketsCtx, VirtualNetwork};
-use wasmtime::component::ResourceTable;
+use wasi_sockets_virt::{Policy, VirtualNetwork};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::I32Exit;
 use wasmtime_wasi::p2::bindings::CommandPre;
@@ -59,11 +58,7 @@ impl Prepared {
         Ok(Prepared { spec, pre })
     }
 
-    fn name(&self) -> String {
-        file_name(&self.spec.path)
-    }
-
-    /// Runs one instance in a fresh store to completion; returns its exit code.
+    /// Runs one instance with inherited stdio; returns its exit code.
     /// A trap resets the instance's connections and is returned as an error.
     pub async fn run(&self, network: &VirtualNetwork, policy: Arc<Policy>, env: &[(String, String)]) -> Result<i32> {
         self.run_with_stdout(network, policy, env, None).await
@@ -78,16 +73,24 @@ impl Prepared {
         env: &[(String, String)],
         stdout: Option<MemoryOutputPipe>,
     ) -> Result<i32> {
-        let mut wasi = wasmtime_wasi::WasiCtx::builder();
-        wasi.inherit_stdio().arg(self.name()).args(&self.spec.args).envs(env);
+        let mut wasi = self.wasi();
+        wasi.inherit_stdio().envs(env);
         if let Some(pipe) = stdout {
             wasi.stdout(pipe);
         }
-        let state = HostState {
-            table: ResourceTable::new(),
-            wasi: wasi.build(),
-            sockets: SocketsCtx::with_shared_policy(network.clone(), policy),
-        };
+        self.run_state(HostState::new(wasi.build(), network, policy, Arc::default()))
+            .await
+    }
+
+    /// A WASI context builder with this component's argv filled in.
+    pub fn wasi(&self) -> wasmtime_wasi::WasiCtxBuilder {
+        let mut wasi = wasmtime_wasi::WasiCtx::builder();
+        wasi.arg(self.name()).args(&self.spec.args);
+        wasi
+    }
+
+    /// Runs one instance in a fresh store holding `state` to completion.
+    pub async fn run_state(&self, state: HostState) -> Result<i32> {
         let mut store = Store::new(self.pre.engine(), state);
         let outcome = async {
             let command = self.pre.instantiate_async(&mut store).await?;
@@ -106,6 +109,11 @@ impl Prepared {
                 Err(anyhow::Error::from(err)).with_context(|| format!("{}: trapped", self.spec.path.display()))
             }
         }
+    }
+
+    /// The file name, for logs.
+    pub fn name(&self) -> String {
+        file_name(&self.spec.path)
     }
 }
 

@@ -1,16 +1,42 @@
-//! What every store holds.
+//! What every store holds, and the linkers that go with it.
 
-use wasi_sockets_virt::{SocketsCtx, SocketsCtxView, SocketsView};
+use crate::http::LoopbackHttpHooks;
+use std::collections::HashSet;
+use std::sync::Arc;
+use wasi_sockets_virt::{Policy, SocketsCtx, SocketsCtxView, SocketsView, VirtualNetwork};
 use wasmtime::Engine;
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-/// Store data: the resource table, WASI (everything but sockets) and the
-/// virtual sockets.
+/// Store data: the resource table, WASI (everything but sockets), the
+/// virtual sockets, and wasi:http whose loopback requests stay virtual.
 pub struct HostState {
     pub table: ResourceTable,
     pub wasi: WasiCtx,
     pub sockets: SocketsCtx,
+    pub http: WasiHttpCtx,
+    pub http_hooks: LoopbackHttpHooks,
+}
+
+impl HostState {
+    /// State for one instance on `network`, routed by `policy`; outgoing
+    /// HTTP to any of `service_names` stays on the virtual network.
+    pub fn new(
+        wasi: WasiCtx,
+        network: &VirtualNetwork,
+        policy: Arc<Policy>,
+        service_names: Arc<HashSet<String>>,
+    ) -> Self {
+        let http_hooks = LoopbackHttpHooks::new(network.clone(), policy.clone(), service_names);
+        HostState {
+            table: ResourceTable::new(),
+            wasi,
+            sockets: SocketsCtx::with_shared_policy(network.clone(), policy),
+            http: WasiHttpCtx::new(),
+            http_hooks,
+        }
+    }
 }
 
 impl WasiView for HostState {
@@ -31,10 +57,21 @@ impl SocketsView for HostState {
     }
 }
 
-/// A linker with WASI p2 where sockets come from `wasi-sockets-virt`.
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_hooks,
+        }
+    }
+}
+
+/// A linker with WASI p2 (sockets from `wasi-sockets-virt`) and wasi:http.
 pub fn linker(engine: &Engine) -> anyhow::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_without_sockets_async(&mut linker)?;
     wasi_sockets_virt::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     Ok(linker)
 }

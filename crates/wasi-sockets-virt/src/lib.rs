@@ -59,6 +59,7 @@
 mod bindings;
 mod error;
 mod host;
+mod host_stream;
 mod lookup;
 mod network;
 mod pipe;
@@ -69,6 +70,7 @@ mod udp;
 
 pub use bindings::network::ErrorCode;
 pub use error::{SocketError, SocketResult};
+pub use host_stream::VirtualTcpStream;
 pub use network::{NetworkConfig, NetworkStats, VirtualNetwork};
 pub use policy::{AddressRule, DenyReason, NameLookup, Policy, Route, SocketUse};
 

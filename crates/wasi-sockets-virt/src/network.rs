@@ -13,6 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::bindings::network::ErrorCode;
@@ -67,6 +68,8 @@ struct Inner {
     tables: Mutex<Tables>,
     buffered: Arc<AtomicUsize>,
     open_connections: Arc<AtomicUsize>,
+    /// Woken whenever a socket starts listening.
+    listener_added: Notify,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -79,6 +82,9 @@ pub(crate) enum Protocol {
 struct Tables {
     /// (protocol, is_ipv6, port) -> bindings on that port.
     ports: HashMap<(Protocol, bool, u16), Vec<Binding>>,
+    /// TCP addresses someone will listen on soon, and how long a connect
+    /// to them waits for that listener before it is refused.
+    expected: HashMap<SocketAddr, Duration>,
     next_id: u64,
     next_ephemeral: u16,
 }
@@ -137,6 +143,51 @@ impl VirtualNetwork {
     /// tell when a service is ready.)
     pub fn is_listening(&self, addr: SocketAddr) -> bool {
         self.find_listener(addr).is_some()
+    }
+
+    /// Declares that something will listen on `addr` (the unspecified
+    /// address covers every loopback address of its family): until it does,
+    /// connects to it wait up to `wait` instead of failing at once with
+    /// `connection-refused`. Used for services that are still starting or
+    /// restarting.
+    pub fn expect_listener(&self, addr: SocketAddr, wait: Duration) {
+        self.tables().expected.insert(addr, wait);
+    }
+
+    /// How long a connect to `addr` may wait for a listener.
+    fn expected_wait(&self, addr: SocketAddr) -> Option<Duration> {
+        let tables = self.tables();
+        let wildcard = SocketAddr::new(unspecified_like(addr.ip()), addr.port());
+        tables
+            .expected
+            .get(&addr)
+            .or_else(|| tables.expected.get(&wildcard))
+            .copied()
+    }
+
+    /// Finds the listener for `remote`, waiting for an expected one.
+    async fn listener_for(&self, remote: SocketAddr) -> Option<Arc<Listener>> {
+        let wait = self.expected_wait(remote)?;
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let added = self.inner.listener_added.notified();
+            tokio::pin!(added);
+            added.as_mut().enable();
+            if let Some(listener) = self.find_listener(remote) {
+                return Some(listener);
+            }
+            if tokio::time::timeout_at(deadline, added).await.is_err() {
+                return self.find_listener(remote);
+            }
+        }
+    }
+
+    /// Opens a connection from the host itself (e.g. a published port or an
+    /// outgoing HTTP request) to a virtual listener.
+    pub async fn connect(&self, remote: SocketAddr) -> Result<crate::VirtualTcpStream, ErrorCode> {
+        let local = self.bind(Protocol::Tcp, SocketAddr::new(loopback_for(remote.ip()), 0))?;
+        let conn = self.open(local, remote).await?;
+        Ok(crate::VirtualTcpStream::new(conn))
     }
 
     fn tables(&self) -> MutexGuard<'_, Tables> {
@@ -246,8 +297,11 @@ impl VirtualNetwork {
     /// Opens a connection from `local` to the listener at `remote`. Waits
     /// while the listener's backlog is full; fails with `connection-refused`
     /// when nothing listens or the listener closes meanwhile.
-    pub(crate) async fn connect(&self, local: PortBinding, remote: SocketAddr) -> Result<Connection, ErrorCode> {
-        let listener = self.find_listener(remote).ok_or(ErrorCode::ConnectionRefused)?;
+    pub(crate) async fn open(&self, local: PortBinding, remote: SocketAddr) -> Result<Connection, ErrorCode> {
+        let listener = match self.find_listener(remote) {
+            Some(listener) => listener,
+            None => self.listener_for(remote).await.ok_or(ErrorCode::ConnectionRefused)?,
+        };
         let capacity = self.inner.config.connection_buffer;
         let to_server = Pipe::new(capacity, self.inner.buffered.clone());
         let to_client = Pipe::new(capacity, self.inner.buffered.clone());
@@ -285,6 +339,13 @@ impl VirtualNetwork {
             _binding: Some(local),
             _tracker: tracker,
         })
+    }
+}
+
+fn unspecified_like(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
     }
 }
 
@@ -331,6 +392,7 @@ impl PortBinding {
             space: Notify::new(),
         });
         self.network.set_role(self, Role::Listening(listener.clone()));
+        self.network.inner.listener_added.notify_waiters();
         listener
     }
 

@@ -162,7 +162,7 @@ impl TcpSocket {
                 };
                 tracing::trace!(local = %local.addr(), %remote, "virtual connect");
                 Box::pin(async move {
-                    let conn = local.network().clone().connect(local, remote).await?;
+                    let conn = local.network().clone().open(local, remote).await?;
                     Ok(Connected::Virtual(Arc::new(conn)))
                 })
             }

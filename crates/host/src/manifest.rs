@@ -1,0 +1,405 @@
+//! The workload manifest (TOML), in the spirit of `spin.toml`.
+//!
+//! ```toml
+//! name = "shop"
+//! namespace = "default"          # optional, "default"
+//! connect_wait_ms = 5000         # connects to a declared port wait this long for its service
+//!
+//! [[service]]
+//! name = "kv"
+//! wasm = "kv.wasm"               # relative to this file
+//! args = ["--listen", "127.0.0.1:6379"]
+//! env = { LOG = "debug" }
+//! config = { max_keys = "1000" } # exposed to the guest as env vars CONFIG_MAX_KEYS=...
+//! ports = [6379]                 # the service is ready when it listens on all of them
+//! restart = "on-failure"         # always | on-failure | never
+//! max_restarts = 10
+//! backoff_initial_ms = 100
+//! backoff_max_ms = 5000
+//! publish = [{ listen = "127.0.0.1:16379", port = 6379 }]
+//! sockets = { allow_egress = ["10.0.0.0/8:5432"], allow_lookup = ["db.internal"] }
+//!
+//! [[component]]
+//! name = "api"
+//! wasm = "kv_http.wasm"
+//! route = "/kv"                  # HTTP component (wasi:http/incoming-handler)
+//!
+//! [[component]]
+//! name = "seed"
+//! wasm = "seed.wasm"             # no route: a wasi:cli/run job, run once when services are ready
+//! ```
+//!
+//! Every mistake is reported on one line naming the file, the field and
+//! what to do; nothing starts.
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use wasi_sockets_virt::Policy;
+
+/// A parsed and validated workload.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    pub file: PathBuf,
+    pub name: String,
+    pub namespace: String,
+    pub connect_wait: Duration,
+    pub services: Vec<Service>,
+    pub components: Vec<Component>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub name: String,
+    pub wasm: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub ports: Vec<u16>,
+    pub restart: RestartPolicy,
+    pub max_restarts: u32,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    pub publish: Vec<Publish>,
+    pub policy: Policy,
+}
+
+#[derive(Debug, Clone)]
+pub struct Component {
+    pub name: String,
+    pub wasm: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// `Some`: an HTTP component served under this path prefix; `None`: a job.
+    pub route: Option<String>,
+    pub policy: Policy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    Always,
+    OnFailure,
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Publish {
+    /// The real address the host listens on.
+    pub listen: SocketAddr,
+    /// The service's virtual port it forwards to (on 127.0.0.1).
+    pub port: u16,
+}
+
+// ---- the file format ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWorkload {
+    name: String,
+    #[serde(default = "default_namespace")]
+    namespace: String,
+    #[serde(default = "default_connect_wait_ms")]
+    connect_wait_ms: u64,
+    #[serde(default, rename = "service")]
+    services: Vec<RawService>,
+    #[serde(default, rename = "component")]
+    components: Vec<RawComponent>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    name: String,
+    wasm: PathBuf,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    config: BTreeMap<String, String>,
+    #[serde(default)]
+    ports: Vec<u16>,
+    #[serde(default = "default_restart")]
+    restart: RestartPolicy,
+    #[serde(default = "default_max_restarts")]
+    max_restarts: u32,
+    #[serde(default = "default_backoff_initial_ms")]
+    backoff_initial_ms: u64,
+    #[serde(default = "default_backoff_max_ms")]
+    backoff_max_ms: u64,
+    #[serde(default)]
+    publish: Vec<RawPublish>,
+    #[serde(default)]
+    sockets: RawSockets,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawComponent {
+    name: String,
+    wasm: PathBuf,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    config: BTreeMap<String, String>,
+    route: Option<String>,
+    #[serde(default)]
+    sockets: RawSockets,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPublish {
+    listen: String,
+    port: u16,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSockets {
+    #[serde(default)]
+    allow_egress: Vec<String>,
+    #[serde(default)]
+    allow_lookup: Vec<String>,
+}
+
+fn default_namespace() -> String {
+    "default".into()
+}
+fn default_connect_wait_ms() -> u64 {
+    5000
+}
+fn default_restart() -> RestartPolicy {
+    RestartPolicy::OnFailure
+}
+fn default_max_restarts() -> u32 {
+    10
+}
+fn default_backoff_initial_ms() -> u64 {
+    100
+}
+fn default_backoff_max_ms() -> u64 {
+    5000
+}
+
+/// Reads and validates one manifest file.
+pub fn load(path: &Path) -> Result<Workload> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).with_context(|| format!("{shown}: cannot read manifest"))?;
+    let raw: RawWorkload = toml::from_str(&text).map_err(|err| {
+        let line = err.span().map(|span| text[..span.start].lines().count().max(1));
+        let message = err.message().replace('\n', " ");
+        match line {
+            Some(line) => anyhow::anyhow!("{shown}: line {line}: {message}"),
+            None => anyhow::anyhow!("{shown}: {message}"),
+        }
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    validate(&shown, base, raw)
+}
+
+fn validate(file: &str, base: &Path, raw: RawWorkload) -> Result<Workload> {
+    check_name(file, "name", &raw.name)?;
+    check_name(file, "namespace", &raw.namespace)?;
+    let mut names: HashMap<String, &str> = HashMap::new();
+    let mut ports: HashMap<u16, String> = HashMap::new();
+    let mut routes: HashMap<String, String> = HashMap::new();
+
+    let mut services = Vec::new();
+    for (i, s) in raw.services.into_iter().enumerate() {
+        let at = format!("service[{i}]");
+        check_name(file, &format!("{at}.name"), &s.name)?;
+        if let Some(kind) = names.insert(s.name.clone(), "service") {
+            bail!(
+                "{file}: {at}.name: {:?} is already used by a {kind}; names must be unique in a workload",
+                s.name
+            );
+        }
+        let at = format!("service {:?}", s.name);
+        let wasm = check_wasm(file, &at, base, &s.wasm)?;
+        for &port in &s.ports {
+            if port == 0 {
+                bail!("{file}: {at} ports: 0 is not a port a service can declare; use the port it listens on");
+            }
+            if let Some(other) = ports.insert(port, s.name.clone()) {
+                bail!(
+                    "{file}: {at} ports: port {port} is already declared by service {other:?}; each port has one service"
+                );
+            }
+        }
+        let mut publish = Vec::new();
+        for (j, p) in s.publish.iter().enumerate() {
+            let listen: SocketAddr = p.listen.parse().map_err(|_| {
+                anyhow::anyhow!(
+                    "{file}: {at} publish[{j}].listen: {:?} is not a socket address like 127.0.0.1:8080",
+                    p.listen
+                )
+            })?;
+            if !s.ports.contains(&p.port) {
+                bail!(
+                    "{file}: {at} publish[{j}].port: {} is not one of the service's ports {:?}; add it to ports",
+                    p.port,
+                    s.ports
+                );
+            }
+            publish.push(Publish { listen, port: p.port });
+        }
+        if s.backoff_initial_ms == 0 || s.backoff_max_ms < s.backoff_initial_ms {
+            bail!("{file}: {at} backoff_initial_ms/backoff_max_ms: need 0 < backoff_initial_ms <= backoff_max_ms");
+        }
+        services.push(Service {
+            name: s.name,
+            wasm,
+            args: s.args,
+            env: env_with_config(s.env, s.config),
+            ports: s.ports,
+            restart: s.restart,
+            max_restarts: s.max_restarts,
+            backoff_initial: Duration::from_millis(s.backoff_initial_ms),
+            backoff_max: Duration::from_millis(s.backoff_max_ms),
+            publish,
+            policy: policy(file, &at, &s.sockets)?,
+        });
+    }
+
+    let mut components = Vec::new();
+    for (i, c) in raw.components.into_iter().enumerate() {
+        let at = format!("component[{i}]");
+        check_name(file, &format!("{at}.name"), &c.name)?;
+        if let Some(kind) = names.insert(c.name.clone(), "component") {
+            bail!(
+                "{file}: {at}.name: {:?} is already used by a {kind}; names must be unique in a workload",
+                c.name
+            );
+        }
+        let at = format!("component {:?}", c.name);
+        let wasm = check_wasm(file, &at, base, &c.wasm)?;
+        if let Some(route) = &c.route {
+            if !route.starts_with('/') {
+                bail!("{file}: {at} route: {route:?} must start with '/'");
+            }
+            let key = normalize_route(route);
+            if let Some(other) = routes.insert(key, c.name.clone()) {
+                bail!(
+                    "{file}: {at} route: {route:?} is already served by component {other:?}; give each component its own route"
+                );
+            }
+        }
+        components.push(Component {
+            name: c.name,
+            wasm,
+            args: c.args,
+            env: env_with_config(c.env, c.config),
+            route: c.route.as_deref().map(normalize_route),
+            policy: policy(file, &at, &c.sockets)?,
+        });
+    }
+    if services.is_empty() && components.is_empty() {
+        bail!("{file}: declares no [[service]] and no [[component]]; add at least one");
+    }
+    Ok(Workload {
+        file: PathBuf::from(file),
+        name: raw.name,
+        namespace: raw.namespace,
+        connect_wait: Duration::from_millis(raw.connect_wait_ms),
+        services,
+        components,
+    })
+}
+
+/// Checks several workloads meant to run in one host together.
+pub fn check_together(workloads: &[Workload]) -> Result<()> {
+    let mut ids = HashMap::new();
+    let mut routes: HashMap<String, String> = HashMap::new();
+    let mut published: HashMap<SocketAddr, String> = HashMap::new();
+    for w in workloads {
+        let id = format!("{}/{}", w.namespace, w.name);
+        if let Some(other) = ids.insert(id.clone(), w.file.display().to_string()) {
+            bail!(
+                "{}: name: workload {id} is also defined in {other}; give each workload its own name",
+                w.file.display()
+            );
+        }
+        for c in &w.components {
+            if let Some(route) = &c.route {
+                if let Some(other) = routes.insert(route.clone(), format!("{id}/{}", c.name)) {
+                    bail!(
+                        "{}: component {:?} route: {route:?} is already served by {other}",
+                        w.file.display(),
+                        c.name
+                    );
+                }
+            }
+        }
+        for s in &w.services {
+            for p in &s.publish {
+                if let Some(other) = published.insert(p.listen, format!("{id}/{}", s.name)) {
+                    bail!(
+                        "{}: service {:?} publish: {} is already published by {other}",
+                        w.file.display(),
+                        s.name,
+                        p.listen
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_name(file: &str, field: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if !ok {
+        bail!("{file}: {field}: {name:?} is not a valid name; use 1-63 lowercase letters, digits, '-' or '_'");
+    }
+    Ok(())
+}
+
+fn check_wasm(file: &str, at: &str, base: &Path, wasm: &Path) -> Result<PathBuf> {
+    let path = if wasm.is_absolute() {
+        wasm.to_path_buf()
+    } else {
+        base.join(wasm)
+    };
+    if !path.is_file() {
+        bail!(
+            "{file}: {at} wasm: {} does not exist; build it or fix the path (relative to the manifest)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+fn policy(file: &str, at: &str, sockets: &RawSockets) -> Result<Policy> {
+    crate::policy::from_flags(&sockets.allow_egress, &sockets.allow_lookup)
+        .with_context(|| format!("{file}: {at} sockets"))
+}
+
+fn env_with_config(env: BTreeMap<String, String>, config: BTreeMap<String, String>) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = env.into_iter().collect();
+    out.extend(
+        config
+            .into_iter()
+            .map(|(k, v)| (format!("CONFIG_{}", k.to_ascii_uppercase()), v)),
+    );
+    out
+}
+
+/// `/api/` and `/api` are the same route.
+fn normalize_route(route: &str) -> String {
+    let trimmed = route.trim_end_matches('/');
+    if trimmed.is_empty() {
+        "/".to_string()
+    } else {
+        trimmed.to_string()
+    }
+}

@@ -1,0 +1,176 @@
+//! `ServiceSupervisor`: keeps one service alive for the life of its
+//! workload. Every incarnation gets a fresh store and instance (a trapped
+//! instance is never re-entered); restarts follow the service's policy with
+//! exponential backoff.
+
+use crate::manifest::{RestartPolicy, Service};
+use crate::output::{LogOutput, Origin};
+use crate::run::Prepared;
+use crate::state::HostState;
+use std::collections::HashSet;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use wasi_sockets_virt::{Policy, VirtualNetwork};
+
+/// A ready incarnation that lived this long resets the backoff.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServiceState {
+    /// Instantiated, not yet listening on all its ports.
+    Starting,
+    /// Listening on all its ports.
+    Ready,
+    /// Waiting before the next restart.
+    BackingOff,
+    /// Ended and will not be restarted (exit code 0 under on-failure/never).
+    Exited,
+    /// Ended abnormally and will not be restarted.
+    Failed,
+}
+
+impl fmt::Display for ServiceState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(match self {
+            ServiceState::Starting => "starting",
+            ServiceState::Ready => "ready",
+            ServiceState::BackingOff => "backing-off",
+            ServiceState::Exited => "exited",
+            ServiceState::Failed => "failed",
+        })
+    }
+}
+
+/// What the rest of the host can see of a supervised service.
+#[derive(Clone, Debug)]
+pub struct ServiceStatus {
+    pub state: ServiceState,
+    pub restarts: u32,
+    /// Why the last incarnation ended.
+    pub last_exit: Option<String>,
+}
+
+pub struct ServiceSupervisor {
+    pub workload: String,
+    pub service: Service,
+    status: Mutex<ServiceStatus>,
+}
+
+impl ServiceSupervisor {
+    pub fn new(workload: String, service: Service) -> Arc<Self> {
+        Arc::new(ServiceSupervisor {
+            workload,
+            service,
+            status: Mutex::new(ServiceStatus {
+                state: ServiceState::Starting,
+                restarts: 0,
+                last_exit: None,
+            }),
+        })
+    }
+
+    pub fn status(&self) -> ServiceStatus {
+        self.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut ServiceStatus)) {
+        f(&mut self.status.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    fn ports_listening(&self, network: &VirtualNetwork) -> bool {
+        self.service
+            .ports
+            .iter()
+            .all(|&port| network.is_listening(SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port)))
+    }
+
+    /// Runs the service until it is done for good (or the task is aborted,
+    /// which drops the running instance).
+    pub async fn supervise(
+        self: Arc<Self>,
+        prepared: Arc<Prepared>,
+        network: VirtualNetwork,
+        service_names: Arc<HashSet<String>>,
+    ) {
+        let svc = &self.service;
+        let policy = Arc::new(svc.policy.clone());
+        let mut backoff = svc.backoff_initial;
+        loop {
+            self.update(|s| s.state = ServiceState::Starting);
+            let state = self.instance_state(&prepared, &network, policy.clone(), service_names.clone());
+            let started = Instant::now();
+            let mut ready_since = None;
+            let run = prepared.run_state(state);
+            tokio::pin!(run);
+            let outcome = loop {
+                tokio::select! {
+                    outcome = &mut run => break outcome,
+                    _ = tokio::time::sleep(Duration::from_millis(2)), if ready_since.is_none() => {
+                        if self.ports_listening(&network) {
+                            ready_since = Some(Instant::now());
+                            self.update(|s| s.state = ServiceState::Ready);
+                            tracing::info!(workload = %self.workload, service = %svc.name,
+                                after_ms = started.elapsed().as_millis() as u64, "service ready");
+                        }
+                    }
+                }
+            };
+            let (failed, cause) = match &outcome {
+                Ok(0) => (false, "exited with code 0".to_string()),
+                Ok(code) => (true, format!("exited with code {code}")),
+                Err(err) => (true, crate::run::one_line(err)),
+            };
+            self.update(|s| s.last_exit = Some(cause.clone()));
+            let restart = match svc.restart {
+                RestartPolicy::Always => true,
+                RestartPolicy::OnFailure => failed,
+                RestartPolicy::Never => false,
+            };
+            let restarts = self.status().restarts;
+            if !restart || restarts >= svc.max_restarts {
+                let state = if failed {
+                    ServiceState::Failed
+                } else {
+                    ServiceState::Exited
+                };
+                self.update(|s| s.state = state);
+                if failed {
+                    tracing::error!(workload = %self.workload, service = %svc.name, %cause, restarts, "service stopped for good");
+                } else {
+                    tracing::info!(workload = %self.workload, service = %svc.name, %cause, "service exited");
+                }
+                return;
+            }
+            if ready_since.is_some_and(|t| t.elapsed() >= STABLE_AFTER) {
+                backoff = svc.backoff_initial;
+            }
+            tracing::warn!(workload = %self.workload, service = %svc.name, %cause, restart = restarts + 1,
+                backoff_ms = backoff.as_millis() as u64, "service restarting");
+            self.update(|s| s.state = ServiceState::BackingOff);
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(svc.backoff_max);
+            self.update(|s| s.restarts += 1);
+        }
+    }
+
+    fn instance_state(
+        &self,
+        prepared: &Prepared,
+        network: &VirtualNetwork,
+        policy: Arc<Policy>,
+        service_names: Arc<HashSet<String>>,
+    ) -> HostState {
+        let origin = |stream| Origin {
+            workload: self.workload.clone(),
+            name: self.service.name.clone(),
+            stream,
+        };
+        let mut wasi = prepared.wasi();
+        wasi.envs(&self.service.env)
+            .stdout(LogOutput::new(origin("stdout")))
+            .stderr(LogOutput::new(origin("stderr")));
+        HostState::new(wasi.build(), network, policy, service_names)
+    }
+}

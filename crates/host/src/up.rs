@@ -1,0 +1,434 @@
+//! `loophost up`: run workloads (services, HTTP components, jobs) until
+//! SIGINT/SIGTERM, then drain and stop.
+
+use crate::component;
+use crate::http;
+use crate::manifest::{self, Workload};
+use crate::output::{LogOutput, Origin};
+use crate::run::{ComponentSpec, Prepared};
+use crate::state::{self, HostState};
+use crate::supervisor::{ServiceState, ServiceSupervisor};
+use anyhow::{Context, Result};
+use hyper::body::Incoming;
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use wasi_sockets_virt::{Policy, VirtualNetwork};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime_wasi_http::io::TokioIo;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+/// Settings of `loophost up`.
+#[derive(Clone, Debug)]
+pub struct UpOptions {
+    pub manifests: Vec<PathBuf>,
+    /// Where the HTTP listener binds.
+    pub listen: SocketAddr,
+    /// How long services get to become ready before HTTP starts anyway.
+    pub ready_timeout: Duration,
+    /// How long in-flight requests get after SIGINT/SIGTERM.
+    pub drain_timeout: Duration,
+}
+
+/// An HTTP component, compiled and linked once, instantiated per request.
+struct HttpComponent {
+    workload: Arc<WorkloadRuntime>,
+    name: String,
+    route: String,
+    env: Vec<(String, String)>,
+    policy: Arc<Policy>,
+    pre: ProxyPre<HostState>,
+}
+
+/// A running workload: its private network and its services.
+struct WorkloadRuntime {
+    id: String,
+    network: VirtualNetwork,
+    service_names: Arc<HashSet<String>>,
+    supervisors: Vec<Arc<ServiceSupervisor>>,
+}
+
+/// Loads and checks manifests without running anything (`loophost check`).
+pub fn check(manifests: &[PathBuf]) -> Result<Vec<Workload>> {
+    let workloads = manifests
+        .iter()
+        .map(|m| manifest::load(m))
+        .collect::<Result<Vec<_>>>()?;
+    manifest::check_together(&workloads)?;
+    let engine = component::engine()?;
+    for w in &workloads {
+        for s in &w.services {
+            Prepared::new(
+                &engine,
+                ComponentSpec {
+                    path: s.wasm.clone(),
+                    args: s.args.clone(),
+                },
+            )?;
+        }
+        for c in &w.components {
+            prepare_component(&engine, c.route.is_some(), &c.wasm, &c.args)?;
+        }
+    }
+    Ok(workloads)
+}
+
+enum Prepped {
+    Http(ProxyPre<HostState>),
+    Job(Prepared),
+}
+
+fn prepare_component(engine: &Engine, http: bool, wasm: &std::path::Path, args: &[String]) -> Result<Prepped> {
+    if !http {
+        return Ok(Prepped::Job(Prepared::new(
+            engine,
+            ComponentSpec {
+                path: wasm.to_path_buf(),
+                args: args.to_vec(),
+            },
+        )?));
+    }
+    let component = component::load(engine, wasm)?;
+    component::require_export(engine, &component, wasm, "wasi:http/incoming-handler")?;
+    let pre = state::linker(engine)?
+        .instantiate_pre(&component)
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("{}: cannot be linked", wasm.display()))?;
+    let pre = ProxyPre::new(pre)
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("{}: does not match the wasi:http/proxy world", wasm.display()))?;
+    Ok(Prepped::Http(pre))
+}
+
+/// The engine for `up`: many short-lived instances, so the pooling allocator.
+fn pooled_engine() -> Result<Engine> {
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(2000)
+        .total_core_instances(4000)
+        .total_memories(2000)
+        .total_tables(4000);
+    let mut config = Config::new();
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&config).map_err(anyhow::Error::from)
+}
+
+/// Runs until a signal; returns the process exit code.
+pub async fn up(options: UpOptions) -> Result<i32> {
+    let workloads = options
+        .manifests
+        .iter()
+        .map(|m| manifest::load(m))
+        .collect::<Result<Vec<_>>>()?;
+    manifest::check_together(&workloads)?;
+    let engine = pooled_engine()?;
+
+    // Compile and link everything before starting anything.
+    let mut runtimes = Vec::new();
+    let mut http_components = Vec::new();
+    let mut jobs = Vec::new();
+    let mut services = Vec::new();
+    for w in &workloads {
+        let runtime = Arc::new(WorkloadRuntime {
+            id: format!("{}/{}", w.namespace, w.name),
+            network: VirtualNetwork::new(),
+            service_names: Arc::new(w.services.iter().map(|s| s.name.clone()).collect()),
+            supervisors: w
+                .services
+                .iter()
+                .map(|s| ServiceSupervisor::new(format!("{}/{}", w.namespace, w.name), s.clone()))
+                .collect(),
+        });
+        for (s, sup) in w.services.iter().zip(&runtime.supervisors) {
+            let prepared = Prepared::new(
+                &engine,
+                ComponentSpec {
+                    path: s.wasm.clone(),
+                    args: s.args.clone(),
+                },
+            )?;
+            services.push((runtime.clone(), sup.clone(), Arc::new(prepared)));
+            for &port in &s.ports {
+                // Connects to a declared port wait for the service (bounded).
+                runtime
+                    .network
+                    .expect_listener(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port), w.connect_wait);
+                runtime
+                    .network
+                    .expect_listener(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port), w.connect_wait);
+            }
+        }
+        for c in &w.components {
+            match prepare_component(&engine, c.route.is_some(), &c.wasm, &c.args)? {
+                Prepped::Http(pre) => http_components.push(HttpComponent {
+                    workload: runtime.clone(),
+                    name: c.name.clone(),
+                    route: c.route.clone().unwrap_or_default(),
+                    env: c.env.clone(),
+                    policy: Arc::new(c.policy.clone()),
+                    pre,
+                }),
+                Prepped::Job(prepared) => jobs.push((runtime.clone(), c.clone(), Arc::new(prepared))),
+            }
+        }
+        runtimes.push(runtime);
+    }
+
+    // Bind every real listener before starting guests, so a taken port fails fast.
+    let http_listener = TcpListener::bind(options.listen)
+        .await
+        .with_context(|| format!("--listen {}: cannot listen", options.listen))?;
+    let http_addr = http_listener.local_addr()?;
+    let mut published = Vec::new();
+    for (runtime, w) in runtimes.iter().zip(&workloads) {
+        for s in &w.services {
+            for p in &s.publish {
+                let listener = TcpListener::bind(p.listen).await.with_context(|| {
+                    format!(
+                        "{}: service {:?} publish: cannot listen on {}",
+                        w.file.display(),
+                        s.name,
+                        p.listen
+                    )
+                })?;
+                published.push((listener, runtime.network.clone(), p.port));
+            }
+        }
+    }
+
+    let mut tasks = JoinSet::new();
+    for (runtime, sup, prepared) in services {
+        tasks.spawn(sup.supervise(prepared, runtime.network.clone(), runtime.service_names.clone()));
+    }
+    for (listener, network, port) in published {
+        tasks.spawn(forward_published(listener, network, port));
+    }
+
+    wait_ready(&runtimes, options.ready_timeout).await;
+    let mut job_tasks = JoinSet::new();
+    for (runtime, c, prepared) in jobs {
+        job_tasks.spawn(async move {
+            let origin = |stream| Origin {
+                workload: runtime.id.clone(),
+                name: c.name.clone(),
+                stream,
+            };
+            let mut wasi = prepared.wasi();
+            wasi.envs(&c.env)
+                .stdout(LogOutput::new(origin("stdout")))
+                .stderr(LogOutput::new(origin("stderr")));
+            let state = HostState::new(
+                wasi.build(),
+                &runtime.network,
+                Arc::new(c.policy.clone()),
+                runtime.service_names.clone(),
+            );
+            let result = prepared.run_state(state).await;
+            match &result {
+                Ok(0) => tracing::info!(workload = %runtime.id, job = %c.name, "job finished"),
+                Ok(code) => tracing::error!(workload = %runtime.id, job = %c.name, code, "job failed"),
+                Err(err) => tracing::error!(workload = %runtime.id, job = %c.name, "{}", crate::run::one_line(err)),
+            }
+            matches!(result, Ok(0))
+        });
+    }
+
+    print_status(&runtimes, &http_components, http_addr);
+
+    let mut routes: Vec<Arc<HttpComponent>> = http_components.into_iter().map(Arc::new).collect();
+    routes.sort_by_key(|c| std::cmp::Reverse(c.route.len()));
+    let routes = Arc::new(routes);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let server = tokio::spawn(serve_http(http_listener, engine.clone(), routes, stop_rx));
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: draining in-flight requests");
+    let _ = stop_tx.send(true);
+    let drained = match tokio::time::timeout(options.drain_timeout, server).await {
+        Ok(Ok(())) => true,
+        Ok(Err(join)) => {
+            tracing::error!("HTTP server task failed: {join}");
+            false
+        }
+        Err(_) => {
+            tracing::error!("in-flight requests did not finish within {:?}", options.drain_timeout);
+            false
+        }
+    };
+    tasks.abort_all();
+    job_tasks.abort_all();
+    let mut jobs_ok = true;
+    while let Some(done) = job_tasks.join_next().await {
+        if let Ok(ok) = done {
+            jobs_ok &= ok;
+        }
+    }
+    let services_ok = runtimes
+        .iter()
+        .flat_map(|r| &r.supervisors)
+        .all(|s| s.status().state != ServiceState::Failed);
+    Ok(if drained && jobs_ok && services_ok { 0 } else { 1 })
+}
+
+/// Waits until every service listens on its ports, or the timeout.
+async fn wait_ready(runtimes: &[Arc<WorkloadRuntime>], timeout: Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let pending: Vec<String> = runtimes
+            .iter()
+            .flat_map(|r| r.supervisors.iter().map(move |s| (r, s)))
+            .filter(|(_, s)| matches!(s.status().state, ServiceState::Starting | ServiceState::BackingOff))
+            .map(|(r, s)| format!("{}/{}", r.id, s.service.name))
+            .collect();
+        if pending.is_empty() {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(services = ?pending, "services not ready after {timeout:?}; serving anyway");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn print_status(runtimes: &[Arc<WorkloadRuntime>], http: &[HttpComponent], addr: SocketAddr) {
+    println!(
+        "{:<24} {:<16} {:<8} {:<12} {:<9} DETAILS",
+        "WORKLOAD", "NAME", "KIND", "STATE", "RESTARTS"
+    );
+    for r in runtimes {
+        for s in &r.supervisors {
+            let st = s.status();
+            let mut details = format!("ports {:?}", s.service.ports);
+            for p in &s.service.publish {
+                details.push_str(&format!(", published {} -> {}", p.listen, p.port));
+            }
+            println!(
+                "{:<24} {:<16} {:<8} {:<12} {:<9} {details}",
+                r.id, s.service.name, "service", st.state, st.restarts
+            );
+        }
+        for c in http.iter().filter(|c| Arc::ptr_eq(&c.workload, r)) {
+            println!(
+                "{:<24} {:<16} {:<8} {:<12} {:<9} route {}",
+                r.id, c.name, "http", "-", "-", c.route
+            );
+        }
+    }
+    println!("listening on http://{addr}");
+}
+
+/// Accepts HTTP connections until told to stop, then lets open connections
+/// finish their in-flight requests.
+async fn serve_http(
+    listener: TcpListener,
+    engine: Engine,
+    routes: Arc<Vec<Arc<HttpComponent>>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((tcp, _peer)) = accepted else { continue };
+                let (engine, routes, mut stop) = (engine.clone(), routes.clone(), stop.clone());
+                connections.spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let (engine, routes) = (engine.clone(), routes.clone());
+                        async move { Ok::<_, Infallible>(dispatch(&engine, &routes, req).await) }
+                    });
+                    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service);
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        _ = conn.as_mut() => {}
+                        _ = stop.changed() => {
+                            conn.as_mut().graceful_shutdown();
+                            let _ = conn.await;
+                        }
+                    }
+                });
+            }
+            _ = stop.changed() => break,
+        }
+    }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
+}
+
+/// Routes a request by path prefix to a fresh instance of its component.
+async fn dispatch(
+    engine: &Engine,
+    routes: &[Arc<HttpComponent>],
+    request: hyper::Request<Incoming>,
+) -> hyper::Response<wasmtime_wasi_http::p2::body::HyperOutgoingBody> {
+    let path = request.uri().path().to_string();
+    let Some(c) = routes.iter().find(|c| route_matches(&c.route, &path)) else {
+        return http::text(404, format!("no component serves {path}\n"));
+    };
+    let origin = |stream| Origin {
+        workload: c.workload.id.clone(),
+        name: c.name.clone(),
+        stream,
+    };
+    let mut wasi = wasmtime_wasi::WasiCtx::builder();
+    wasi.envs(&c.env)
+        .stdout(LogOutput::new(origin("stdout")))
+        .stderr(LogOutput::new(origin("stderr")));
+    let state = HostState::new(
+        wasi.build(),
+        &c.workload.network,
+        c.policy.clone(),
+        c.workload.service_names.clone(),
+    );
+    match http::handle(&c.pre, Store::new(engine, state), request).await {
+        Ok(response) => response,
+        Err(err) => {
+            let message = crate::run::one_line(&err);
+            tracing::error!(workload = %c.workload.id, component = %c.name, %path, "{message}");
+            http::text(500, format!("{}: {message}\n", c.name))
+        }
+    }
+}
+
+fn route_matches(route: &str, path: &str) -> bool {
+    route == "/" || path == route || path.strip_prefix(route).is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// Splices each real connection into the service's virtual listener.
+async fn forward_published(listener: TcpListener, network: VirtualNetwork, port: u16) {
+    let target = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
+    loop {
+        let Ok((mut real, peer)) = listener.accept().await else {
+            continue;
+        };
+        let network = network.clone();
+        tokio::spawn(async move {
+            match network.connect(target).await {
+                Ok(mut virt) => {
+                    let _ = tokio::io::copy_bidirectional(&mut real, &mut virt).await;
+                }
+                Err(code) => tracing::debug!(%peer, %target, ?code, "published port: service refused"),
+            }
+        });
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
