@@ -326,14 +326,13 @@ pub fn check_together(workloads: &[Workload]) -> Result<()> {
             );
         }
         for c in &w.components {
-            if let Some(route) = &c.route {
-                if let Some(other) = routes.insert(route.clone(), format!("{id}/{}", c.name)) {
-                    bail!(
-                        "{}: component {:?} route: {route:?} is already served by {other}",
-                        w.file.display(),
-                        c.name
-                    );
-                }
+            let Some(route) = &c.route else { continue };
+            if let Some(other) = routes.insert(route.clone(), format!("{id}/{}", c.name)) {
+                bail!(
+                    "{}: component {:?} route: {route:?} is already served by {other}",
+                    w.file.display(),
+                    c.name
+                );
             }
         }
         for s in &w.services {
