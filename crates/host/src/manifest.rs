@@ -192,7 +192,7 @@ pub fn load(path: &Path) -> Result<Workload> {
     let shown = path.display().to_string();
     let text = std::fs::read_to_string(path).with_context(|| format!("{shown}: cannot read manifest"))?;
     let raw: RawWorkload = toml::from_str(&text).map_err(|err| {
-        let line = err.span().map(|span| text[..span.start].lines().count().max(1));
+        let line = err.span().map(|span| text[..span.start].matches('\n').count() + 1);
         let message = err.message().replace('\n', " ");
         match line {
             Some(line) => anyhow::anyhow!("{shown}: line {line}: {message}"),
