@@ -206,20 +206,13 @@ pub fn load(path: &Path) -> Result<Workload> {
 fn validate(file: &str, base: &Path, raw: RawWorkload) -> Result<Workload> {
     check_name(file, "name", &raw.name)?;
     check_name(file, "namespace", &raw.namespace)?;
-    let mut names: HashMap<String, &str> = HashMap::new();
+    let mut names: HashMap<String, &'static str> = HashMap::new();
     let mut ports: HashMap<u16, String> = HashMap::new();
     let mut routes: HashMap<String, String> = HashMap::new();
 
     let mut services = Vec::new();
     for (i, s) in raw.services.into_iter().enumerate() {
-        let at = format!("service[{i}]");
-        check_name(file, &format!("{at}.name"), &s.name)?;
-        if let Some(kind) = names.insert(s.name.clone(), "service") {
-            bail!(
-                "{file}: {at}.name: {:?} is already used by a {kind}; names must be unique in a workload",
-                s.name
-            );
-        }
+        claim_name(file, &format!("service[{i}].name"), &s.name, "service", &mut names)?;
         let at = format!("service {:?}", s.name);
         let wasm = check_wasm(file, &at, base, &s.wasm)?;
         for &port in &s.ports {
@@ -269,14 +262,7 @@ fn validate(file: &str, base: &Path, raw: RawWorkload) -> Result<Workload> {
 
     let mut components = Vec::new();
     for (i, c) in raw.components.into_iter().enumerate() {
-        let at = format!("component[{i}]");
-        check_name(file, &format!("{at}.name"), &c.name)?;
-        if let Some(kind) = names.insert(c.name.clone(), "component") {
-            bail!(
-                "{file}: {at}.name: {:?} is already used by a {kind}; names must be unique in a workload",
-                c.name
-            );
-        }
+        claim_name(file, &format!("component[{i}].name"), &c.name, "component", &mut names)?;
         let at = format!("component {:?}", c.name);
         let wasm = check_wasm(file, &at, base, &c.wasm)?;
         if let Some(route) = &c.route {
@@ -359,6 +345,21 @@ fn check_name(file: &str, field: &str, name: &str) -> Result<()> {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
     if !ok {
         bail!("{file}: {field}: {name:?} is not a valid name; use 1-63 lowercase letters, digits, '-' or '_'");
+    }
+    Ok(())
+}
+
+/// Checks a service or component name and that no other one has it.
+fn claim_name(
+    file: &str,
+    field: &str,
+    name: &str,
+    kind: &'static str,
+    names: &mut HashMap<String, &'static str>,
+) -> Result<()> {
+    check_name(file, field, name)?;
+    if let Some(other) = names.insert(name.to_string(), kind) {
+        bail!("{file}: {field}: {name:?} is already used by a {other}; names must be unique in a workload");
     }
     Ok(())
 }
