@@ -1,6 +1,8 @@
 //! Test harness: locate the guests and the `loophost` binary, run them, read
 //! their output line by line with deadlines.
 
+pub mod otlp;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -82,8 +84,18 @@ impl Loophost {
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
+        Self::spawn_env(args, &[])
+    }
+
+    /// Starts `loophost <args>` with extra environment variables.
+    pub fn spawn_env<I, S>(args: I, env: &[(&str, String)]) -> Loophost
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
         let mut child = Command::new(loophost_bin())
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k.to_string(), v.clone())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -167,6 +179,14 @@ impl Loophost {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Like [`Loophost::wait`], also returning everything written to stderr.
+    pub fn wait_with_stderr(self, timeout: Duration) -> (i32, String, String) {
+        let stderr = self.stderr.clone();
+        let (code, out) = self.wait(timeout);
+        let err = stderr.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        (code, out, err)
     }
 
     /// The OS process id.
@@ -269,10 +289,15 @@ pub fn temp_dir(name: &str) -> PathBuf {
 /// `loophost up --listen 127.0.0.1:0 <manifests>`; returns the host and its
 /// HTTP address once it is serving.
 pub fn up(manifests: &[&Path], extra: &[&str]) -> (Loophost, String) {
+    up_with_env(manifests, extra, &[])
+}
+
+/// [`up`] with extra environment variables.
+pub fn up_with_env(manifests: &[&Path], extra: &[&str], env: &[(&str, String)]) -> (Loophost, String) {
     let mut args: Vec<String> = vec!["up".into(), "--listen".into(), "127.0.0.1:0".into()];
     args.extend(extra.iter().map(|s| s.to_string()));
     args.extend(manifests.iter().map(|m| m.display().to_string()));
-    let mut host = Loophost::spawn(&args);
+    let mut host = Loophost::spawn_env(&args, env);
     let line = host.expect_line("listening on http://", Duration::from_secs(120));
     let addr = line.trim().trim_start_matches("listening on http://").to_string();
     (host, addr)
@@ -298,4 +323,34 @@ impl Loophost {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// Like [`http_request`], with extra request headers.
+pub fn http_request_with(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body)?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
+    Ok((status, if chunked { dechunk(rest) } else { rest.to_string() }))
 }

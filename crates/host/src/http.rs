@@ -13,6 +13,7 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use tracing::Instrument;
 use wasi_sockets_virt::{Policy, Route, SocketUse, VirtualNetwork};
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
@@ -149,17 +150,26 @@ pub async fn handle(
         .http()
         .new_incoming_request(wasmtime_wasi_http::p2::bindings::http::types::Scheme::Http, request)?;
     let out = store.data_mut().http().new_response_outparam(sender)?;
+    let started = std::time::Instant::now();
     let proxy = pre.instantiate_async(&mut store).await?;
-    let task = tokio::spawn(async move {
-        let result = proxy
-            .wasi_http_incoming_handler()
-            .call_handle(&mut store, req, out)
-            .await;
-        if result.is_err() {
-            store.data().sockets.abort_connections();
+    crate::metrics::instruments()
+        .instantiation_duration
+        .record(started.elapsed().as_secs_f64(), &[]);
+    // The guest runs in its own task; it stays inside the caller's span so
+    // its connects and log lines belong to this request's trace.
+    let task = tokio::spawn(
+        async move {
+            let result = proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, req, out)
+                .await;
+            if result.is_err() {
+                store.data().sockets.abort_connections();
+            }
+            result
         }
-        result
-    });
+        .instrument(tracing::Span::current()),
+    );
     match receiver.await {
         Ok(Ok(response)) => Ok(response),
         Ok(Err(code)) => anyhow::bail!("component returned an error: {code:?}"),

@@ -10,9 +10,11 @@
 pub mod component;
 pub mod http;
 pub mod manifest;
+pub mod metrics;
 pub mod output;
 pub mod policy;
 pub mod run;
 pub mod state;
 pub mod supervisor;
+pub mod telemetry;
 pub mod up;

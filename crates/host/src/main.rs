@@ -18,6 +18,10 @@ struct Cli {
     /// Console log filter (overrides RUST_LOG), e.g. `info` or `wasi_sockets_virt=trace`.
     #[arg(long, global = true)]
     log_level: Option<String>,
+    /// What is exported to OpenTelemetry, independent of the console
+    /// (overrides LOOPHOST_EXPORT_LEVEL; default `info`).
+    #[arg(long, global = true)]
+    export_level: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -88,25 +92,35 @@ struct RunArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("loophost: error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
     // `up` is a long-running host: its guests' output is logged at info.
     let default_level = if matches!(cli.command, Command::Up(_)) {
         "info"
     } else {
         "warn"
     };
-    init_logging(cli.log_level.as_deref(), default_level);
-    match real_main(cli) {
+    let telemetry = {
+        let _enter = runtime.enter();
+        loophost::telemetry::init(cli.log_level.as_deref(), default_level, cli.export_level.as_deref())
+    };
+    let result = real_main(cli, &runtime);
+    telemetry.shutdown();
+    match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(err) => {
             eprintln!("loophost: error: {}", one_line(&err));
-            tracing::debug!("{err:?}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn real_main(cli: Cli) -> Result<i32> {
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+fn real_main(cli: Cli, runtime: &tokio::runtime::Runtime) -> Result<i32> {
     match cli.command {
         Command::Run(args) => runtime.block_on(run(args)),
         Command::Up(args) => {
@@ -144,12 +158,6 @@ async fn run(args: RunArgs) -> Result<i32> {
             _ => bail!("--env {kv:?}: expected KEY=VALUE"),
         })
         .collect::<Result<Vec<_>>>()?;
-    if !(args.ready_timeout.is_finite() && args.ready_timeout >= 0.0) {
-        bail!(
-            "--ready-timeout {}: expected a number of seconds >= 0",
-            args.ready_timeout
-        );
-    }
     let options = RunOptions {
         env,
         policy: loophost::policy::from_flags(&args.allow_egress, &args.allow_lookup)?,
@@ -180,20 +188,4 @@ fn parse_with(spec: &str) -> Result<ComponentSpec> {
         path: PathBuf::from(path),
         args: args.to_vec(),
     })
-}
-
-fn init_logging(level: Option<&str>, default_level: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter = match level {
-        Some(level) => EnvFilter::new(level),
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
-    };
-    // Colors only for a terminal: logs piped to files or collectors stay plain.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .with_target(false)
-        .init();
 }

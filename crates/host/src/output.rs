@@ -1,11 +1,14 @@
 //! Guest stdout/stderr as host log lines, each tagged with who wrote it.
 
+use bytes::Bytes;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
+use wasi_sockets_virt::ConnectionContext;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
 /// Which guest wrote a line.
 #[derive(Clone, Debug)]
@@ -20,6 +23,8 @@ pub struct Origin {
 pub struct LogOutput {
     origin: Arc<Origin>,
     partial: Arc<Mutex<Vec<u8>>>,
+    /// For services: the connection the guest is serving, when unambiguous.
+    connection: Option<ConnectionContext>,
 }
 
 impl LogOutput {
@@ -27,14 +32,26 @@ impl LogOutput {
         LogOutput {
             origin: Arc::new(origin),
             partial: Arc::default(),
+            connection: None,
         }
+    }
+
+    /// Lines written while the store serves exactly one connection are
+    /// attributed to that connection's span.
+    pub fn with_connection_context(mut self, connection: ConnectionContext) -> Self {
+        self.connection = Some(connection);
+        self
     }
 
     fn emit(&self, line: &[u8]) {
         let line = String::from_utf8_lossy(line);
         let line = line.trim_end_matches('\r');
         let o = &self.origin;
-        tracing::info!(target: "guest", workload = %o.workload, component = %o.name, stream = o.stream, "{line}");
+        let event = || tracing::info!(target: "guest", workload = %o.workload, component = %o.name, stream = o.stream, "{line}");
+        match self.connection.as_ref().and_then(ConnectionContext::current) {
+            Some(span) => span.in_scope(event),
+            None => event(),
+        }
     }
 
     fn push(&self, bytes: &[u8]) {
@@ -73,6 +90,33 @@ impl StdoutStream for LogOutput {
     fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
         Box::new(self.clone())
     }
+
+    /// Writes are handled synchronously, inside the guest's call, so each
+    /// line is logged in the span the guest runs in (its request or connection).
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl OutputStream for LogOutput {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        self.push(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(64 * 1024)
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for LogOutput {
+    async fn ready(&mut self) {}
 }
 
 impl AsyncWrite for LogOutput {

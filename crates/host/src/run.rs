@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 use wasi_sockets_virt::{Policy, VirtualNetwork};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::I32Exit;
@@ -78,8 +79,9 @@ impl Prepared {
         if let Some(pipe) = stdout {
             wasi.stdout(pipe);
         }
-        self.run_state(HostState::new(wasi.build(), network, policy, Arc::default()))
-            .await
+        let span = tracing::info_span!("component run", "component.name" = %self.name());
+        let state = HostState::new(wasi.build(), network, policy, Arc::default());
+        self.run_state(state).instrument(span).await
     }
 
     /// A WASI context builder with this component's argv filled in.
@@ -134,7 +136,10 @@ pub async fn run(main: ComponentSpec, background: Vec<ComponentSpec>, options: R
         .collect::<Result<Vec<_>>>()?;
     let main = Prepared::new(&engine, main)?;
 
-    let network = VirtualNetwork::new();
+    let network = VirtualNetwork::with_observer(
+        wasi_sockets_virt::NetworkConfig::default(),
+        crate::metrics::NetworkMetrics::new("run", Default::default()),
+    );
     let policy = Arc::new(options.policy.clone());
     let mut tasks = Vec::new();
     for prepared in background {
@@ -150,8 +155,13 @@ pub async fn run(main: ComponentSpec, background: Vec<ComponentSpec>, options: R
     wait_until_ready(&network, &tasks, &options).await;
 
     let code = main.run(&network, policy, &options.env).await;
+    // Stop the background components and wait until their stores are gone,
+    // so their connections are closed (and counted) before we return.
     for task in &tasks {
         task.abort();
+    }
+    for task in tasks {
+        let _ = task.await;
     }
     code
 }

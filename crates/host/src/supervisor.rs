@@ -12,6 +12,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 use wasi_sockets_virt::{Policy, VirtualNetwork};
 
 /// A ready incarnation that lived this long resets the backoff.
@@ -102,7 +103,10 @@ impl ServiceSupervisor {
             let state = self.instance_state(&prepared, &network, policy.clone(), service_names.clone());
             let started = Instant::now();
             let mut ready_since = None;
-            let run = prepared.run_state(state);
+            let (namespace, name) = self.workload.split_once('/').unwrap_or(("default", &self.workload));
+            let span = tracing::info_span!("service", "service.name" = %svc.name, "workload.name" = name,
+                "workload.namespace" = namespace, "loophost.restarts" = self.status().restarts);
+            let run = prepared.run_state(state).instrument(span.clone());
             tokio::pin!(run);
             let outcome = loop {
                 tokio::select! {
@@ -111,8 +115,8 @@ impl ServiceSupervisor {
                         if self.ports_listening(&network) {
                             ready_since = Some(Instant::now());
                             self.update(|s| s.state = ServiceState::Ready);
-                            tracing::info!(workload = %self.workload, service = %svc.name,
-                                after_ms = started.elapsed().as_millis() as u64, "service ready");
+                            span.in_scope(|| tracing::info!(workload = %self.workload, service = %svc.name,
+                                after_ms = started.elapsed().as_millis() as u64, "service ready"));
                         }
                     }
                 }
@@ -146,8 +150,20 @@ impl ServiceSupervisor {
             if ready_since.is_some_and(|t| t.elapsed() >= STABLE_AFTER) {
                 backoff = svc.backoff_initial;
             }
-            tracing::warn!(workload = %self.workload, service = %svc.name, %cause, restart = restarts + 1,
-                backoff_ms = backoff.as_millis() as u64, "service restarting");
+            tracing::info_span!("service.restart", "service.name" = %svc.name, "workload.name" = name,
+                "workload.namespace" = namespace, "loophost.restart.cause" = %cause, "loophost.restarts" = restarts + 1,
+                "loophost.backoff_ms" = backoff.as_millis() as u64)
+            .in_scope(|| {
+                tracing::warn!(workload = %self.workload, service = %svc.name, %cause, restart = restarts + 1,
+                    backoff_ms = backoff.as_millis() as u64, "service restarting");
+            });
+            crate::metrics::instruments().service_restarts.add(
+                1,
+                &[
+                    opentelemetry::KeyValue::new("workload.name", self.workload.clone()),
+                    opentelemetry::KeyValue::new("service.name", svc.name.clone()),
+                ],
+            );
             self.update(|s| s.state = ServiceState::BackingOff);
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(svc.backoff_max);
@@ -167,10 +183,20 @@ impl ServiceSupervisor {
             name: self.service.name.clone(),
             stream,
         };
+        // The store's sockets come first: its output is attributed to the
+        // connection it is serving (see `ConnectionContext`).
+        let mut state = HostState::new(
+            wasmtime_wasi::WasiCtx::builder().build(),
+            network,
+            policy,
+            service_names,
+        );
+        let context = state.sockets.connection_context();
         let mut wasi = prepared.wasi();
         wasi.envs(&self.service.env)
-            .stdout(LogOutput::new(origin("stdout")))
-            .stderr(LogOutput::new(origin("stderr")));
-        HostState::new(wasi.build(), network, policy, service_names)
+            .stdout(LogOutput::new(origin("stdout")).with_connection_context(context.clone()))
+            .stderr(LogOutput::new(origin("stderr")).with_connection_context(context));
+        state.wasi = wasi.build();
+        state
     }
 }

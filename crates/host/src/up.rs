@@ -19,6 +19,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 use wasi_sockets_virt::{Policy, VirtualNetwork};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime_wasi_http::io::TokioIo;
@@ -49,6 +50,8 @@ struct HttpComponent {
 /// A running workload: its private network and its services.
 struct WorkloadRuntime {
     id: String,
+    name: String,
+    namespace: String,
     network: VirtualNetwork,
     service_names: Arc<HashSet<String>>,
     supervisors: Vec<Arc<ServiceSupervisor>>,
@@ -128,15 +131,28 @@ pub async fn up(options: UpOptions) -> Result<i32> {
     manifest::check_together(&workloads)?;
     let engine = pooled_engine()?;
 
+    let startup = tracing::info_span!("loophost.start", "loophost.workloads" = workloads.len());
+    let _startup = startup.enter();
     // Compile and link everything before starting anything.
     let mut runtimes = Vec::new();
     let mut http_components = Vec::new();
     let mut jobs = Vec::new();
     let mut services = Vec::new();
     for w in &workloads {
+        let workload_span = tracing::info_span!("workload.start", "workload.name" = %w.name,
+            "workload.namespace" = %w.namespace);
+        let _workload = workload_span.enter();
+        let ports = w
+            .services
+            .iter()
+            .flat_map(|s| s.ports.iter().map(|&p| (p, s.name.clone())))
+            .collect();
+        let observer = crate::metrics::NetworkMetrics::new(&format!("{}/{}", w.namespace, w.name), ports);
         let runtime = Arc::new(WorkloadRuntime {
             id: format!("{}/{}", w.namespace, w.name),
-            network: VirtualNetwork::new(),
+            name: w.name.clone(),
+            namespace: w.namespace.clone(),
+            network: VirtualNetwork::with_observer(wasi_sockets_virt::NetworkConfig::default(), observer),
             service_names: Arc::new(w.services.iter().map(|s| s.name.clone()).collect()),
             supervisors: w
                 .services
@@ -164,7 +180,10 @@ pub async fn up(options: UpOptions) -> Result<i32> {
             }
         }
         for c in &w.components {
-            match prepare_component(&engine, c.route.is_some(), &c.wasm, &c.args)? {
+            let prepped = tracing::info_span!("component.load", "component.name" = %c.name,
+                "loophost.wasm" = %c.wasm.display())
+            .in_scope(|| prepare_component(&engine, c.route.is_some(), &c.wasm, &c.args))?;
+            match prepped {
                 Prepped::Http(pre) => http_components.push(HttpComponent {
                     workload: runtime.clone(),
                     name: c.name.clone(),
@@ -201,6 +220,7 @@ pub async fn up(options: UpOptions) -> Result<i32> {
         }
     }
 
+    drop(_startup);
     let mut tasks = JoinSet::new();
     for (runtime, sup, prepared) in services {
         tasks.spawn(sup.supervise(prepared, runtime.network.clone(), runtime.service_names.clone()));
@@ -228,7 +248,9 @@ pub async fn up(options: UpOptions) -> Result<i32> {
                 Arc::new(c.policy.clone()),
                 runtime.service_names.clone(),
             );
-            let result = prepared.run_state(state).await;
+            let span = tracing::info_span!("job", "component.name" = %c.name, "workload.name" = %runtime.name,
+                "workload.namespace" = %runtime.namespace);
+            let result = prepared.run_state(state).instrument(span).await;
             match &result {
                 Ok(0) => tracing::info!(workload = %runtime.id, job = %c.name, "job finished"),
                 Ok(code) => tracing::error!(workload = %runtime.id, job = %c.name, code, "job failed"),
@@ -366,32 +388,85 @@ async fn dispatch(
     routes: &[Arc<HttpComponent>],
     request: hyper::Request<Incoming>,
 ) -> hyper::Response<wasmtime_wasi_http::p2::body::HyperOutgoingBody> {
+    let started = std::time::Instant::now();
     let path = request.uri().path().to_string();
-    let Some(c) = routes.iter().find(|c| route_matches(&c.route, &path)) else {
-        return http::text(404, format!("no component serves {path}\n"));
-    };
-    let origin = |stream| Origin {
-        workload: c.workload.id.clone(),
-        name: c.name.clone(),
-        stream,
-    };
-    let mut wasi = wasmtime_wasi::WasiCtx::builder();
-    wasi.envs(&c.env)
-        .stdout(LogOutput::new(origin("stdout")))
-        .stderr(LogOutput::new(origin("stderr")));
-    let state = HostState::new(
-        wasi.build(),
-        &c.workload.network,
-        c.policy.clone(),
-        c.workload.service_names.clone(),
-    );
-    match http::handle(&c.pre, Store::new(engine, state), request).await {
-        Ok(response) => response,
-        Err(err) => {
-            let message = crate::run::one_line(&err);
-            tracing::error!(workload = %c.workload.id, component = %c.name, %path, "{message}");
-            http::text(500, format!("{}: {message}\n", c.name))
+    let method = request.method().as_str().to_string();
+    let route = routes.iter().find(|c| route_matches(&c.route, &path));
+    let span = tracing::info_span!("http request", "otel.name" = %format!("{method} {}", route.map_or("", |c| c.route.as_str())),
+        "otel.kind" = "server", "http.request.method" = %method, "url.path" = %path,
+        "http.route" = route.map(|c| c.route.as_str()), "server.address" = tracing::field::Empty,
+        "http.response.status_code" = tracing::field::Empty, "workload.name" = route.map(|c| c.workload.name.as_str()),
+        "workload.namespace" = route.map(|c| c.workload.namespace.as_str()),
+        "component.name" = route.map(|c| c.name.as_str()));
+    if let Some(host) = request
+        .headers()
+        .get(::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+    {
+        span.record("server.address", host);
+    }
+    // An incoming W3C traceparent becomes the parent of the request's trace.
+    let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(request.headers())));
+    let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(&span, parent);
+
+    let response = async {
+        let Some(c) = route else {
+            return http::text(404, format!("no component serves {path}\n"));
+        };
+        let origin = |stream| Origin {
+            workload: c.workload.id.clone(),
+            name: c.name.clone(),
+            stream,
+        };
+        let mut wasi = wasmtime_wasi::WasiCtx::builder();
+        wasi.envs(&c.env)
+            .stdout(LogOutput::new(origin("stdout")))
+            .stderr(LogOutput::new(origin("stderr")));
+        let state = HostState::new(
+            wasi.build(),
+            &c.workload.network,
+            c.policy.clone(),
+            c.workload.service_names.clone(),
+        );
+        let invoke = tracing::info_span!("component invocation", "component.name" = %c.name,
+            "workload.name" = %c.workload.name, "workload.namespace" = %c.workload.namespace);
+        match http::handle(&c.pre, Store::new(engine, state), request)
+            .instrument(invoke)
+            .await
+        {
+            Ok(response) => response,
+            Err(err) => {
+                let message = crate::run::one_line(&err);
+                tracing::error!(workload = %c.workload.id, component = %c.name, %path, "{message}");
+                http::text(500, format!("{}: {message}\n", c.name))
+            }
         }
+    }
+    .instrument(span.clone())
+    .await;
+    let status = response.status().as_u16();
+    span.record("http.response.status_code", status);
+    let attrs = [
+        opentelemetry::KeyValue::new("http.request.method", method),
+        opentelemetry::KeyValue::new("http.response.status_code", status as i64),
+        opentelemetry::KeyValue::new("http.route", route.map(|c| c.route.clone()).unwrap_or_default()),
+    ];
+    crate::metrics::instruments()
+        .http_request_duration
+        .record(started.elapsed().as_secs_f64(), &attrs);
+    response
+}
+
+/// Reads W3C trace-context headers from a request.
+struct HeaderExtractor<'a>(&'a ::http::HeaderMap);
+
+impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
     }
 }
 

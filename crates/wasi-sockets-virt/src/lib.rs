@@ -66,12 +66,13 @@ mod pipe;
 mod policy;
 mod streams;
 mod tcp;
+mod trace;
 mod udp;
 
 pub use bindings::network::ErrorCode;
 pub use error::{SocketError, SocketResult};
 pub use host_stream::VirtualTcpStream;
-pub use network::{NetworkConfig, NetworkStats, VirtualNetwork};
+pub use network::{NetworkConfig, NetworkObserver, NetworkStats, VirtualNetwork};
 pub use policy::{AddressRule, DenyReason, NameLookup, Policy, Route, SocketUse};
 
 use network::AbortFlag;
@@ -87,6 +88,7 @@ pub struct SocketsCtx {
     network: VirtualNetwork,
     policy: Arc<Policy>,
     abort: AbortFlag,
+    trace: Arc<trace::StoreTrace>,
     /// Upstream's socket context, for the real sockets the policy allows.
     /// Its own address check allows everything: our policy already decided.
     real: OnceLock<wasmtime_wasi::sockets::WasiSocketsCtx>,
@@ -104,6 +106,7 @@ impl SocketsCtx {
             network,
             policy,
             abort: AbortFlag::default(),
+            trace: Arc::default(),
             real: OnceLock::new(),
         }
     }
@@ -118,6 +121,22 @@ impl SocketsCtx {
         &self.policy
     }
 
+    /// The shared policy (for embedders that route other protocols the same way).
+    pub fn shared_policy(&self) -> Arc<Policy> {
+        self.policy.clone()
+    }
+
+    /// Makes `span` the parent of this store's next outgoing connections
+    /// (`None`: back to automatic, see the `trace` module docs).
+    pub fn set_connect_parent(&self, span: Option<tracing::Span>) {
+        self.trace.set_explicit(span);
+    }
+
+    /// A handle that tells which connection this store is serving right now.
+    pub fn connection_context(&self) -> ConnectionContext {
+        ConnectionContext(self.trace.clone())
+    }
+
     /// Marks the store as dead: from now on, dropping its sockets and streams
     /// resets their connections (peers see `connection-reset`).
     pub fn abort_connections(&self) {
@@ -130,6 +149,17 @@ impl SocketsCtx {
             wasi.inherit_network().allow_tcp(true).allow_udp(true);
             wasi.build().sockets().clone()
         })
+    }
+}
+
+/// Which accepted connection a store is serving, for attributing its logs.
+#[derive(Clone)]
+pub struct ConnectionContext(Arc<trace::StoreTrace>);
+
+impl ConnectionContext {
+    /// The span of the store's only open accepted connection, if exactly one.
+    pub fn current(&self) -> Option<tracing::Span> {
+        self.0.single_accepted()
     }
 }
 

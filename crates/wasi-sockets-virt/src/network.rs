@@ -65,6 +65,7 @@ pub struct VirtualNetwork {
 #[derive(Default)]
 struct Inner {
     config: NetworkConfig,
+    observer: Option<Arc<dyn NetworkObserver>>,
     tables: Mutex<Tables>,
     buffered: Arc<AtomicUsize>,
     open_connections: Arc<AtomicUsize>,
@@ -115,6 +116,22 @@ impl VirtualNetwork {
                 ..Inner::default()
             }),
         }
+    }
+
+    /// A new, empty network whose events are reported to `observer`
+    /// (e.g. to turn them into metrics).
+    pub fn with_observer(config: NetworkConfig, observer: Arc<dyn NetworkObserver>) -> Self {
+        VirtualNetwork {
+            inner: Arc::new(Inner {
+                config,
+                observer: Some(observer),
+                ..Inner::default()
+            }),
+        }
+    }
+
+    pub(crate) fn observer(&self) -> Option<&dyn NetworkObserver> {
+        self.inner.observer.as_deref()
     }
 
     /// The tunables this network was created with.
@@ -186,7 +203,9 @@ impl VirtualNetwork {
     /// outgoing HTTP request) to a virtual listener.
     pub async fn connect(&self, remote: SocketAddr) -> Result<crate::VirtualTcpStream, ErrorCode> {
         let local = self.bind(Protocol::Tcp, SocketAddr::new(loopback_for(remote.ip()), 0))?;
-        let conn = self.open(local, remote).await?;
+        let span = tracing::info_span!("virtual connect", "otel.kind" = "client", "server.port" = remote.port(),
+            "server.address" = %remote.ip(), "loophost.from" = "host");
+        let conn = self.open(local, remote, span).await?;
         Ok(crate::VirtualTcpStream::new(conn))
     }
 
@@ -297,28 +316,60 @@ impl VirtualNetwork {
     /// Opens a connection from `local` to the listener at `remote`. Waits
     /// while the listener's backlog is full; fails with `connection-refused`
     /// when nothing listens or the listener closes meanwhile.
-    pub(crate) async fn open(&self, local: PortBinding, remote: SocketAddr) -> Result<Connection, ErrorCode> {
+    /// Opens a connection from `local` to the listener at `remote`. Waits
+    /// while the listener's backlog is full, or (bounded) for an expected
+    /// listener; fails with `connection-refused` when nothing listens or the
+    /// listener closes meanwhile. `origin` is the connecting side's span: the
+    /// accepting side's connection span becomes its child.
+    pub(crate) async fn open(
+        &self,
+        local: PortBinding,
+        remote: SocketAddr,
+        origin: tracing::Span,
+    ) -> Result<Connection, ErrorCode> {
         let listener = match self.find_listener(remote) {
             Some(listener) => listener,
-            None => self.listener_for(remote).await.ok_or(ErrorCode::ConnectionRefused)?,
+            None => {
+                let started = tokio::time::Instant::now();
+                let found = self.listener_for(remote).await;
+                if let (Some(observer), Some(_)) = (self.observer(), self.expected_wait(remote)) {
+                    observer.connect_waited(remote, started.elapsed());
+                }
+                match found {
+                    Some(listener) => listener,
+                    None => {
+                        if let Some(observer) = self.observer() {
+                            observer.connection_refused(remote);
+                        }
+                        return Err(ErrorCode::ConnectionRefused);
+                    }
+                }
+            }
         };
         let capacity = self.inner.config.connection_buffer;
         let to_server = Pipe::new(capacity, self.inner.buffered.clone());
         let to_client = Pipe::new(capacity, self.inner.buffered.clone());
-        let tracker = ConnectionTracker::new(&self.inner.open_connections);
         // A client bound to the wildcard talks from a concrete loopback address.
         let client_local = if local.addr.ip().is_unspecified() {
             SocketAddr::new(loopback_for(remote.ip()), local.addr.port())
         } else {
             local.addr
         };
+        let shared = Arc::new(ConnectionShared {
+            listener: remote,
+            to_server: to_server.clone(),
+            to_client: to_client.clone(),
+            origin,
+            network: self.clone(),
+        });
+        self.inner.open_connections.fetch_add(1, Ordering::Relaxed);
         let mut server_end = Some(Connection {
             rx: to_server.clone(),
             tx: to_client.clone(),
             local: remote,
             remote: client_local,
             _binding: None,
-            _tracker: tracker.clone(),
+            shared: shared.clone(),
         });
         loop {
             let space = listener.space.notified();
@@ -331,13 +382,16 @@ impl VirtualNetwork {
             }
             space.await;
         }
+        if let Some(observer) = self.observer() {
+            observer.connection_opened(remote);
+        }
         Ok(Connection {
             rx: to_client,
             tx: to_server,
             local: client_local,
             remote,
             _binding: Some(local),
-            _tracker: tracker,
+            shared,
         })
     }
 }
@@ -512,7 +566,8 @@ pub(crate) struct Connection {
     pub(crate) remote: SocketAddr,
     /// The client's ephemeral port, held as long as this end lives.
     _binding: Option<PortBinding>,
-    _tracker: Arc<ConnectionTracker>,
+    /// What both ends share: counters and the connecting side's span.
+    pub(crate) shared: Arc<ConnectionShared>,
 }
 
 impl Connection {
@@ -537,21 +592,49 @@ impl Drop for Connection {
     }
 }
 
-/// Counts a connection as open while either end lives.
-struct ConnectionTracker {
-    open: Arc<AtomicUsize>,
+/// State shared by both ends of a connection; when the last end goes,
+/// the connection is counted closed and reported.
+pub(crate) struct ConnectionShared {
+    /// The listener's address (the service side).
+    pub(crate) listener: SocketAddr,
+    to_server: Arc<Pipe>,
+    to_client: Arc<Pipe>,
+    /// The connecting side's span.
+    pub(crate) origin: tracing::Span,
+    network: VirtualNetwork,
 }
 
-impl ConnectionTracker {
-    fn new(open: &Arc<AtomicUsize>) -> Arc<Self> {
-        open.fetch_add(1, Ordering::Relaxed);
-        Arc::new(ConnectionTracker { open: open.clone() })
+impl Drop for ConnectionShared {
+    fn drop(&mut self) {
+        self.network.inner.open_connections.fetch_sub(1, Ordering::Relaxed);
+        if let Some(observer) = self.network.observer() {
+            observer.connection_closed(self.listener, self.to_server.written(), self.to_client.written());
+        }
     }
 }
 
-impl Drop for ConnectionTracker {
-    fn drop(&mut self) {
-        self.open.fetch_sub(1, Ordering::Relaxed);
+/// Hooks for an embedder that wants to count what happens on a network
+/// (the host turns these into metrics). All methods default to nothing.
+pub trait NetworkObserver: Send + Sync {
+    /// A connection to the listener at `listener` was established.
+    fn connection_opened(&self, listener: SocketAddr) {
+        let _ = listener;
+    }
+    /// A connect to `remote` found no listener.
+    fn connection_refused(&self, remote: SocketAddr) {
+        let _ = remote;
+    }
+    /// A connection to `listener` closed; bytes sent to and from the listener.
+    fn connection_closed(&self, listener: SocketAddr, to_listener: u64, from_listener: u64) {
+        let _ = (listener, to_listener, from_listener);
+    }
+    /// A connect to a declared-but-not-yet-listening address waited this long.
+    fn connect_waited(&self, remote: SocketAddr, waited: Duration) {
+        let _ = (remote, waited);
+    }
+    /// The policy refused an operation.
+    fn denied(&self, usage: crate::SocketUse, addr: SocketAddr, reason: &crate::DenyReason) {
+        let _ = (usage, addr, reason);
     }
 }
 

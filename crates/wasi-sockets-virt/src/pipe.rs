@@ -42,6 +42,8 @@ struct State {
     read_closed: bool,
     /// The connection was reset: both sides fail.
     reset: bool,
+    /// Bytes accepted from the writer, for statistics.
+    written: u64,
 }
 
 impl Pipe {
@@ -54,6 +56,7 @@ impl Pipe {
                 write_closed: false,
                 read_closed: false,
                 reset: false,
+                written: 0,
             }),
             readable: Notify::new(),
             writable: Notify::new(),
@@ -164,6 +167,7 @@ impl Pipe {
             return Err(PipeClosed::Reset);
         }
         st.buffered += n;
+        st.written += n as u64;
         st.chunks.push_back(bytes);
         drop(st);
         self.network_buffered.fetch_add(n, Ordering::Relaxed);
@@ -209,6 +213,13 @@ impl Pipe {
         self.network_buffered.fetch_sub(dropped, Ordering::Relaxed);
         self.readable.notify_waiters();
         self.writable.notify_waiters();
+    }
+}
+
+impl Pipe {
+    /// Bytes the writer has put into this pipe so far.
+    pub(crate) fn written(&self) -> u64 {
+        self.lock().written
     }
 }
 

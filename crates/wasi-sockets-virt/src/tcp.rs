@@ -17,6 +17,7 @@ use crate::error::{SocketResult, from_upstream};
 use crate::network::{AbortFlag, Connection, Listener, PortBinding, Protocol, loopback_for};
 use crate::policy::{Route, SocketUse};
 use crate::streams;
+use crate::trace::{AcceptedGuard, StoreTrace};
 use std::future::Future;
 use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::pin::Pin;
@@ -42,6 +43,9 @@ pub struct TcpSocket {
     pending: Option<Op>,
     options: Options,
     abort: AbortFlag,
+    trace: Arc<StoreTrace>,
+    /// An accepted connection: its span, registered with the store.
+    accepted: Option<(tracing::Span, AcceptedGuard)>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -103,6 +107,8 @@ impl TcpSocket {
                 send_buffer: buffer,
             },
             abort: ctx.abort.clone(),
+            trace: ctx.trace.clone(),
+            accepted: None,
         }
     }
 
@@ -153,6 +159,7 @@ impl TcpSocket {
             State::Bound(binding) => Some(binding),
             _ => None,
         };
+        let parent = self.trace.connect_parent();
         let future: ConnectFuture = match ctx.policy.route(SocketUse::TcpConnect, remote) {
             Route::Virtual => {
                 let network = ctx.network.clone();
@@ -160,31 +167,51 @@ impl TcpSocket {
                     Some(binding) => binding,
                     None => network.bind(Protocol::Tcp, SocketAddr::new(loopback_for(remote.ip()), 0))?,
                 };
-                tracing::trace!(local = %local.addr(), %remote, "virtual connect");
+                let span = tracing::info_span!(parent: &parent, "virtual connect", "otel.kind" = "client",
+                    "server.address" = %remote.ip(), "server.port" = remote.port(),
+                    "client.port" = local.addr().port(), "error.type" = tracing::field::Empty);
                 Box::pin(async move {
-                    let conn = local.network().clone().open(local, remote).await?;
-                    Ok(Connected::Virtual(Arc::new(conn)))
+                    let result = local.network().clone().open(local, remote, span.clone()).await;
+                    match result {
+                        Ok(conn) => Ok(Connected::Virtual(Arc::new(conn))),
+                        Err(code) => {
+                            span.record("error.type", tracing::field::debug(code));
+                            Err(code)
+                        }
+                    }
                 })
             }
             Route::Host => {
                 // A virtual binding has no meaning on the real network; the
                 // OS picks the local address.
                 drop(bound);
-                tracing::debug!(%remote, "real connect allowed by policy");
+                let span = tracing::info_span!(parent: &parent, "real connect", "otel.kind" = "client",
+                    "server.address" = %remote.ip(), "server.port" = remote.port(), "loophost.policy" = "allowed",
+                    "error.type" = tracing::field::Empty);
                 let mut core =
                     wasmtime_wasi::sockets::TcpSocket::new(ctx.real_sockets(), to_upstream_family(self.family))
                         .map_err(from_upstream)?;
                 self.options.apply_to(&mut core);
                 core.start_connect(remote).map_err(from_upstream)?;
                 Box::pin(async move {
-                    std::future::poll_fn(|cx| core.poll_finish_connect(cx))
+                    let result = std::future::poll_fn(|cx| core.poll_finish_connect(cx))
                         .await
-                        .map_err(from_upstream)?;
+                        .map_err(from_upstream);
+                    if let Err(code) = result {
+                        span.record("error.type", tracing::field::debug(code));
+                        return Err(code);
+                    }
                     Ok(Connected::Real(wasmtime_wasi::p2::TcpSocket::new(core)))
                 })
             }
             Route::Deny(reason) => {
-                tracing::debug!(%remote, %reason, "tcp connect denied by policy");
+                tracing::info_span!(parent: &parent, "real connect", "otel.kind" = "client",
+                    "server.address" = %remote.ip(), "server.port" = remote.port(), "loophost.policy" = "denied",
+                    "loophost.deny_reason" = %reason, "error.type" = "access-denied")
+                .in_scope(|| tracing::debug!(%remote, %reason, "tcp connect denied by policy"));
+                if let Some(observer) = ctx.network.observer() {
+                    observer.denied(SocketUse::TcpConnect, remote, &reason);
+                }
                 Box::pin(async { Err(ErrorCode::AccessDenied) })
             }
         };
@@ -223,6 +250,9 @@ impl TcpSocket {
         }
         match std::mem::replace(&mut self.state, State::Closed) {
             State::Bound(binding) => {
+                tracing::debug_span!("virtual listen", "server.address" = %binding.addr().ip(),
+                    "server.port" = binding.addr().port(), "loophost.backlog" = self.options.backlog)
+                .in_scope(|| {});
                 let listener = binding.listen(self.options.backlog as usize);
                 self.state = State::Listening { binding, listener };
                 self.begin(Op::Listen)
@@ -243,14 +273,21 @@ impl TcpSocket {
             return Err(ErrorCode::InvalidState.into());
         };
         let conn = Arc::new(listener.try_accept().ok_or(ErrorCode::WouldBlock)?);
-        tracing::trace!(local = %conn.local, remote = %conn.remote, "virtual accept");
+        let span = tracing::info_span!(parent: &conn.shared.origin, "virtual connection", "otel.kind" = "server",
+            "server.port" = conn.local.port(), "network.peer.address" = %conn.remote.ip(),
+            "network.peer.port" = conn.remote.port(), "loophost.bytes_in" = tracing::field::Empty,
+            "loophost.bytes_out" = tracing::field::Empty, "loophost.close" = tracing::field::Empty);
+        tracing::info_span!(parent: &span, "virtual accept", "network.peer.port" = conn.remote.port()).in_scope(|| {});
         let (input, output) = streams::pair(&conn, &self.abort);
+        let guard = self.trace.register(span.clone());
         let socket = TcpSocket {
             family: self.family,
             state: State::Connected(Connected::Virtual(conn)),
             pending: None,
             options: self.options.clone(),
             abort: self.abort.clone(),
+            trace: self.trace.clone(),
+            accepted: Some((span, guard)),
         };
         Ok((socket, Box::new(input), Box::new(output)))
     }
@@ -487,10 +524,17 @@ impl Drop for TcpSocket {
     fn drop(&mut self) {
         match &self.state {
             State::Connected(Connected::Virtual(conn)) => {
-                if self.abort.is_set() {
+                let how = if self.abort.is_set() {
                     conn.reset();
+                    "reset"
                 } else {
                     conn.close();
+                    "closed"
+                };
+                if let Some((span, _)) = &self.accepted {
+                    span.record("loophost.bytes_in", conn.rx.written());
+                    span.record("loophost.bytes_out", conn.tx.written());
+                    span.record("loophost.close", how);
                 }
             }
             State::Listening { listener, .. } => listener.close(),
@@ -548,6 +592,9 @@ pub(crate) fn check_bind_route(ctx: &SocketsCtx, usage: SocketUse, addr: SocketA
         Route::Virtual => Ok(()),
         Route::Host | Route::Deny(_) => {
             tracing::debug!(%addr, ?usage, "bind outside the virtual loopback refused");
+            if let Some(observer) = ctx.network.observer() {
+                observer.denied(usage, addr, &crate::DenyReason::HostBindNotAllowed);
+            }
             Err(ErrorCode::AddressNotBindable)
         }
     }

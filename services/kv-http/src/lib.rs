@@ -43,6 +43,9 @@ struct KvHttp;
 impl wasip2::exports::http::incoming_handler::Guest for KvHttp {
     fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
         let response = handle(&request);
+        // One access-log line per request (the host turns it into a log record).
+        let target = request.path_with_query().unwrap_or_default();
+        println!("kv-http {:?} {target} -> {}", request.method(), response.status);
         send(response_out, response);
     }
 }

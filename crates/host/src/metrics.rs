@@ -1,0 +1,135 @@
+//! OpenTelemetry instruments. Without a meter provider (export off) they are
+//! the API's no-ops.
+
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Histogram, UpDownCounter};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use wasi_sockets_virt::{DenyReason, NetworkObserver, SocketUse};
+
+pub struct Instruments {
+    pub connections_opened: Counter<u64>,
+    pub connections_active: UpDownCounter<i64>,
+    pub connections_refused: Counter<u64>,
+    pub bytes: Counter<u64>,
+    pub connect_wait: Histogram<f64>,
+    pub policy_denied: Counter<u64>,
+    pub service_restarts: Counter<u64>,
+    pub http_request_duration: Histogram<f64>,
+    pub instantiation_duration: Histogram<f64>,
+}
+
+/// The process-wide instruments (created on first use, after telemetry init).
+pub fn instruments() -> &'static Instruments {
+    static INSTRUMENTS: OnceLock<Instruments> = OnceLock::new();
+    INSTRUMENTS.get_or_init(|| {
+        let meter = opentelemetry::global::meter("loophost");
+        Instruments {
+            connections_opened: meter
+                .u64_counter("loophost.virtual.connections.opened")
+                .with_description("Virtual TCP connections established, per service port")
+                .build(),
+            connections_active: meter
+                .i64_up_down_counter("loophost.virtual.connections.active")
+                .with_description("Virtual TCP connections open now")
+                .build(),
+            connections_refused: meter
+                .u64_counter("loophost.virtual.connections.refused")
+                .with_description("Virtual connects that found no listener")
+                .build(),
+            bytes: meter
+                .u64_counter("loophost.virtual.bytes")
+                .with_unit("By")
+                .with_description("Bytes carried by virtual connections, by direction")
+                .build(),
+            connect_wait: meter
+                .f64_histogram("loophost.virtual.connect.wait")
+                .with_unit("s")
+                .with_description("Time connects waited for a service that was not listening yet")
+                .build(),
+            policy_denied: meter
+                .u64_counter("loophost.policy.denied")
+                .with_description("Socket operations denied by policy, by reason")
+                .build(),
+            service_restarts: meter.u64_counter("loophost.service.restarts").build(),
+            http_request_duration: meter
+                .f64_histogram("http.server.request.duration")
+                .with_unit("s")
+                .build(),
+            instantiation_duration: meter
+                .f64_histogram("loophost.component.instantiation.duration")
+                .with_unit("s")
+                .build(),
+        }
+    })
+}
+
+/// Feeds one workload's virtual-network events into the instruments.
+pub struct NetworkMetrics {
+    workload: String,
+    /// Port -> service name, to label connections with the service.
+    services: HashMap<u16, String>,
+}
+
+impl NetworkMetrics {
+    pub fn new(workload: &str, services: HashMap<u16, String>) -> Arc<Self> {
+        Arc::new(NetworkMetrics {
+            workload: workload.to_string(),
+            services,
+        })
+    }
+
+    fn attrs(&self, addr: SocketAddr) -> Vec<KeyValue> {
+        let mut attrs = vec![
+            KeyValue::new("workload.name", self.workload.clone()),
+            KeyValue::new("server.port", addr.port() as i64),
+        ];
+        if let Some(service) = self.services.get(&addr.port()) {
+            attrs.push(KeyValue::new("service.name", service.clone()));
+        }
+        attrs
+    }
+}
+
+impl NetworkObserver for NetworkMetrics {
+    fn connection_opened(&self, listener: SocketAddr) {
+        let attrs = self.attrs(listener);
+        instruments().connections_opened.add(1, &attrs);
+        instruments().connections_active.add(1, &attrs);
+    }
+
+    fn connection_refused(&self, remote: SocketAddr) {
+        instruments().connections_refused.add(1, &self.attrs(remote));
+    }
+
+    fn connection_closed(&self, listener: SocketAddr, to_listener: u64, from_listener: u64) {
+        let attrs = self.attrs(listener);
+        instruments().connections_active.add(-1, &attrs);
+        let with = |direction: &'static str| {
+            let mut a = attrs.clone();
+            a.push(KeyValue::new("network.io.direction", direction));
+            a
+        };
+        // Directions from the service's point of view.
+        instruments().bytes.add(to_listener, &with("receive"));
+        instruments().bytes.add(from_listener, &with("transmit"));
+    }
+
+    fn connect_waited(&self, remote: SocketAddr, waited: Duration) {
+        instruments()
+            .connect_wait
+            .record(waited.as_secs_f64(), &self.attrs(remote));
+    }
+
+    fn denied(&self, usage: SocketUse, addr: SocketAddr, reason: &DenyReason) {
+        let attrs = [
+            KeyValue::new("workload.name", self.workload.clone()),
+            KeyValue::new("loophost.socket.use", format!("{usage:?}")),
+            KeyValue::new("loophost.deny_reason", reason.to_string()),
+            KeyValue::new("server.address", addr.ip().to_string()),
+        ];
+        instruments().policy_denied.add(1, &attrs);
+    }
+}
