@@ -332,3 +332,86 @@ fn console_and_export_levels_are_independent() {
         "info export level filters debug spans"
     );
 }
+
+/// Runs two clients against `trace-relay` and returns the received spans.
+fn relay_spans(explicit: bool) -> Vec<Span> {
+    let receiver = OtlpReceiver::start_grpc();
+    let mut relay = format!("'{}' 127.0.0.1:7200 127.0.0.1:7300", p("trace-relay"));
+    if explicit {
+        relay.push_str(" --explicit");
+    }
+    let client = p("tcp-client");
+    let args: Vec<String> = vec![
+        "run".into(),
+        "--with".into(),
+        relay,
+        "--with".into(),
+        format!("'{}' 127.0.0.1:7300", p("echo-server")),
+        "--with".into(),
+        format!("'{client}' roundtrip 127.0.0.1:7200 1"),
+        "--wait-for".into(),
+        "127.0.0.1:7200".into(),
+        "--wait-for".into(),
+        "127.0.0.1:7300".into(),
+        client.clone(),
+        "roundtrip".into(),
+        "127.0.0.1:7200".into(),
+        "1".into(),
+    ];
+    let (code, out, err) =
+        Loophost::spawn_env(&args, &otel_env(&receiver, "grpc")).wait_with_stderr(Duration::from_secs(60));
+    assert_eq!(code, 0, "{out}\n{err}");
+    receiver.spans()
+}
+
+#[test]
+fn a_guest_can_name_the_connection_it_works_for() {
+    let spans = relay_spans(true);
+    let upstream: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.name == "virtual connect" && attr(s, "server.port") == "7300")
+        .collect();
+    assert_eq!(upstream.len(), 2, "{spans:#?}");
+    let mut traces = Vec::new();
+    for connect in upstream {
+        let marker = spans
+            .iter()
+            .find(|s| s.span_id == connect.parent_span_id)
+            .expect("parent of the upstream connect");
+        assert_eq!(marker.name, "guest context");
+        let conn = spans
+            .iter()
+            .find(|s| s.span_id == marker.parent_span_id)
+            .expect("parent of the marker");
+        assert_eq!(
+            conn.name, "virtual connection",
+            "the guest named its accepted connection"
+        );
+        assert_eq!(attr(conn, "server.port"), "7200");
+        assert_eq!(connect.trace_id, conn.trace_id);
+        traces.push(connect.trace_id.clone());
+    }
+    traces.dedup();
+    assert_eq!(traces.len(), 2, "each upstream connect is in its own client's trace");
+}
+
+#[test]
+fn with_two_open_connections_the_host_does_not_guess() {
+    let spans = relay_spans(false);
+    let parents: Vec<&str> = spans
+        .iter()
+        .filter(|s| s.name == "virtual connect" && attr(s, "server.port") == "7300")
+        .map(|c| {
+            spans
+                .iter()
+                .find(|s| s.span_id == c.parent_span_id)
+                .map_or("", |p| p.name.as_str())
+        })
+        .collect();
+    // The first upstream connect happens while two accepted connections are
+    // open: it stays under the relay's own span. By the second, the first
+    // client is gone, so the one open connection is unambiguous.
+    let mut sorted = parents.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["component run", "virtual connection"], "{parents:?}");
+}

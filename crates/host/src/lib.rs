@@ -17,4 +17,5 @@ pub mod run;
 pub mod state;
 pub mod supervisor;
 pub mod telemetry;
+pub mod trace_context;
 pub mod up;

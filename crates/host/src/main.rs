@@ -77,7 +77,8 @@ struct RunArgs {
     /// Set an environment variable for the components: KEY=VALUE. Repeatable.
     #[arg(long = "env", value_name = "KEY=VALUE")]
     env: Vec<String>,
-    /// Start the main component only once this virtual address listens. Repeatable.
+    /// Start the main component only once this virtual address listens; until
+    /// then, connects to it wait instead of being refused. Repeatable.
     #[arg(long = "wait-for", value_name = "ADDR")]
     wait_for: Vec<SocketAddr>,
     /// How long to wait for background components to listen, in seconds.

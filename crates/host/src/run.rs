@@ -140,6 +140,11 @@ pub async fn run(main: ComponentSpec, background: Vec<ComponentSpec>, options: R
         wasi_sockets_virt::NetworkConfig::default(),
         crate::metrics::NetworkMetrics::new("run", Default::default()),
     );
+    // Addresses we wait for are declared: a component that connects to one
+    // before it listens waits (bounded) instead of being refused.
+    for addr in &options.wait_for {
+        network.expect_listener(*addr, options.ready_timeout);
+    }
     let policy = Arc::new(options.policy.clone());
     let mut tasks = Vec::new();
     for prepared in background {

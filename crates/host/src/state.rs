@@ -73,5 +73,6 @@ pub fn linker(engine: &Engine) -> anyhow::Result<Linker<HostState>> {
     wasmtime_wasi::p2::add_to_linker_without_sockets_async(&mut linker)?;
     wasi_sockets_virt::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    crate::trace_context::add_to_linker(&mut linker)?;
     Ok(linker)
 }

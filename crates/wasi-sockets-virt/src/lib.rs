@@ -132,6 +132,11 @@ impl SocketsCtx {
         self.trace.set_explicit(span);
     }
 
+    /// The span of this store's open accepted connection from `peer`.
+    pub fn accepted_span(&self, peer: std::net::SocketAddr) -> Option<tracing::Span> {
+        self.trace.accepted_from(peer)
+    }
+
     /// A handle that tells which connection this store is serving right now.
     pub fn connection_context(&self) -> ConnectionContext {
         ConnectionContext(self.trace.clone())

@@ -279,7 +279,7 @@ impl TcpSocket {
             "loophost.bytes_out" = tracing::field::Empty, "loophost.close" = tracing::field::Empty);
         tracing::info_span!(parent: &span, "virtual accept", "network.peer.port" = conn.remote.port()).in_scope(|| {});
         let (input, output) = streams::pair(&conn, &self.abort);
-        let guard = self.trace.register(span.clone());
+        let guard = self.trace.register(conn.remote, span.clone());
         let socket = TcpSocket {
             family: self.family,
             state: State::Connected(Connected::Virtual(conn)),

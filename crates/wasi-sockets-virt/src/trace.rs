@@ -14,6 +14,7 @@
 //!    request) — with several, it would be a guess, so we don't;
 //! 3. else the span the embedder runs the store in (e.g. the HTTP request).
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tracing::Span;
@@ -21,7 +22,8 @@ use tracing::Span;
 /// Per-store trace state, shared by the store's sockets.
 #[derive(Default)]
 pub(crate) struct StoreTrace {
-    accepted: Mutex<Vec<(u64, Span)>>,
+    /// Open accepted connections: id, peer address, span.
+    accepted: Mutex<Vec<(u64, SocketAddr, Span)>>,
     explicit: Mutex<Option<Span>>,
     next_id: AtomicU64,
 }
@@ -42,9 +44,17 @@ impl StoreTrace {
     /// The span of the store's only open accepted connection, if exactly one.
     pub(crate) fn single_accepted(&self) -> Option<Span> {
         match lock(&self.accepted).as_slice() {
-            [(_, span)] => Some(span.clone()),
+            [(_, _, span)] => Some(span.clone()),
             _ => None,
         }
+    }
+
+    /// The span of the open accepted connection from `peer`.
+    pub(crate) fn accepted_from(&self, peer: SocketAddr) -> Option<Span> {
+        lock(&self.accepted)
+            .iter()
+            .find(|(_, p, _)| *p == peer)
+            .map(|(_, _, span)| span.clone())
     }
 
     pub(crate) fn set_explicit(&self, span: Option<Span>) {
@@ -52,9 +62,9 @@ impl StoreTrace {
     }
 
     /// Registers an accepted connection's span until the guard drops.
-    pub(crate) fn register(self: &Arc<Self>, span: Span) -> AcceptedGuard {
+    pub(crate) fn register(self: &Arc<Self>, peer: SocketAddr, span: Span) -> AcceptedGuard {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        lock(&self.accepted).push((id, span));
+        lock(&self.accepted).push((id, peer, span));
         AcceptedGuard {
             trace: self.clone(),
             id,
@@ -70,6 +80,6 @@ pub(crate) struct AcceptedGuard {
 
 impl Drop for AcceptedGuard {
     fn drop(&mut self) {
-        lock(&self.trace.accepted).retain(|(id, _)| *id != self.id);
+        lock(&self.trace.accepted).retain(|(id, _, _)| *id != self.id);
     }
 }
