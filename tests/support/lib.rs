@@ -41,6 +41,10 @@ fn profile_dir() -> PathBuf {
 
 /// The `loophost` binary built for this test run.
 pub fn loophost_bin() -> PathBuf {
+    // Benchmarks point this at a release build.
+    if let Ok(bin) = std::env::var("LOOPHOST_BIN") {
+        return PathBuf::from(bin);
+    }
     let bin = profile_dir().join("loophost");
     assert!(
         bin.exists(),

@@ -1,0 +1,91 @@
+//! Benchmark: the cost of OpenTelemetry export on the request path.
+//!
+//! Runs the kv workload (HTTP -> kv-http component -> virtual connect -> kv
+//! service) with export off and with export on (OTLP/gRPC to an in-process
+//! receiver, sampling 100%), alternating rounds, and prints requests/s and
+//! the ratio. Target: export-on throughput >= 95% of export-off.
+//!
+//! Run with `scripts/bench.sh` (it builds a release `loophost` first).
+
+use loophost_tests::otlp::OtlpReceiver;
+use loophost_tests::{guest, http_request, temp_dir, up_with_env};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const CONCURRENCY: usize = 16;
+const REQUESTS: usize = 4000;
+const ROUNDS: usize = 3;
+
+fn workload() -> std::path::PathBuf {
+    let dir = temp_dir("bench-otel");
+    let path = dir.join("bench.toml");
+    let text = format!(
+        "name = \"bench\"\n[[service]]\nname = \"kv\"\nwasm = \"{}\"\nports = [6379]\n[[component]]\nname = \"api\"\nwasm = \"{}\"\nroute = \"/kv\"\n",
+        guest("kv").display(),
+        guest("kv_http").display()
+    );
+    std::fs::write(&path, text).expect("write manifest");
+    path
+}
+
+/// Requests per second for one round.
+fn round(manifest: &std::path::Path, env: &[(&str, String)]) -> f64 {
+    let (host, addr) = up_with_env(&[manifest], &[], env);
+    for i in 0..200 {
+        let _ = http_request(&addr, "PUT", &format!("/kv/warm{i}"), b"x");
+    }
+    let next = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let threads: Vec<_> = (0..CONCURRENCY)
+        .map(|_| {
+            let (addr, next, failures) = (addr.clone(), next.clone(), failures.clone());
+            std::thread::spawn(move || {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= REQUESTS {
+                        break;
+                    }
+                    let ok = matches!(http_request(&addr, "PUT", &format!("/kv/k{}", i % 100), b"value"), Ok((200, _)));
+                    if !ok {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        let _ = t.join();
+    }
+    let rate = REQUESTS as f64 / started.elapsed().as_secs_f64();
+    host.terminate();
+    let _ = host.wait(Duration::from_secs(30));
+    assert_eq!(failures.load(Ordering::Relaxed), 0, "all requests succeeded");
+    rate
+}
+
+fn main() {
+    let manifest = workload();
+    let receiver = OtlpReceiver::start_grpc();
+    let on_env = vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc".to_string()),
+        ("OTEL_TRACES_SAMPLER", "always_on".to_string()),
+        ("RUST_LOG", "warn".to_string()),
+    ];
+    let off_env = vec![("RUST_LOG", "warn".to_string())];
+    let (mut off, mut on) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        off.push(round(&manifest, &off_env));
+        on.push(round(&manifest, &on_env));
+    }
+    let best = |v: &[f64]| v.iter().cloned().fold(0.0, f64::max);
+    let (off_best, on_best) = (best(&off), best(&on));
+    let ratio = on_best / off_best;
+    println!("requests: {REQUESTS} per round, concurrency {CONCURRENCY}, {ROUNDS} rounds each, best round shown");
+    println!("export off: {off_best:.0} req/s   (rounds: {off:.0?})");
+    println!("export on : {on_best:.0} req/s   (rounds: {on:.0?})");
+    println!("ratio on/off: {ratio:.3}  overhead: {:.1}%  (target <= 5%)", (1.0 - ratio) * 100.0);
+    println!("spans received: {}", receiver.spans().len());
+}
