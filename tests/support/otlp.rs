@@ -182,7 +182,7 @@ struct Received {
 }
 
 #[derive(Default)]
-struct Store(Mutex<Received>);
+struct Store(Mutex<Received>, std::sync::atomic::AtomicBool);
 
 impl Store {
     fn lock(&self) -> MutexGuard<'_, Received> {
@@ -204,6 +204,11 @@ impl Store {
             protocol,
             headers,
         });
+    }
+
+    /// Discarding receivers count requests but neither decode nor keep them.
+    fn discards(&self) -> bool {
+        self.1.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn reject(&self, why: String) {
@@ -233,6 +238,14 @@ impl OtlpReceiver {
     /// gRPC requests too.
     pub fn start_http() -> OtlpReceiver {
         Self::start(Protocol::HttpProtobuf)
+    }
+
+    /// An http/protobuf receiver that only counts requests (for benchmarks:
+    /// a collector's decoding should not compete with the host being measured).
+    pub fn start_discarding_http() -> OtlpReceiver {
+        let receiver = Self::start(Protocol::HttpProtobuf);
+        receiver.store.1.store(true, std::sync::atomic::Ordering::Relaxed);
+        receiver
     }
 
     fn start(protocol: Protocol) -> OtlpReceiver {
@@ -551,6 +564,11 @@ async fn handle_http(store: Arc<Store>, req: Request<Incoming>, content_type: &s
             return plain(StatusCode::BAD_REQUEST, "unreadable body");
         }
     };
+    if store.discards() {
+        store.record(signal, Protocol::HttpProtobuf, &headers);
+        // An empty Export*ServiceResponse encodes to zero bytes.
+        return Response::new(Body::new(Full::new(Bytes::new())));
+    }
     let decoded = match signal {
         Signal::Traces => ExportTraceServiceRequest::decode(body).map(|r| {
             store.lock().traces.push(r);

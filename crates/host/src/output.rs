@@ -48,10 +48,18 @@ impl LogOutput {
         let line = line.trim_end_matches('\r');
         let o = &self.origin;
         let event = || tracing::info!(target: "guest", workload = %o.workload, component = %o.name, stream = o.stream, "{line}");
-        match self.connection.as_ref().and_then(ConnectionContext::current) {
-            Some(span) => span.in_scope(event),
-            None => event(),
+        // The line belongs to the connection the guest serves, else to the
+        // span it runs in (its request, its job, its service incarnation).
+        let span = self
+            .connection
+            .as_ref()
+            .and_then(ConnectionContext::current)
+            .unwrap_or_else(tracing::Span::current);
+        if span.is_disabled() {
+            return event();
         }
+        let _context = crate::telemetry::attach_span_context(&span);
+        span.in_scope(event)
     }
 
     fn push(&self, bytes: &[u8]) {

@@ -113,11 +113,21 @@ pub fn init(console: Option<&str>, default_console: &str, export_level: Option<&
                 let tracer = provider.tracer("loophost");
                 opentelemetry::global::set_tracer_provider(provider.clone());
                 telemetry.traces = Some(provider);
-                Some(
-                    tracing_opentelemetry::layer()
-                        .with_tracer(tracer)
-                        .with_filter(export_filter()),
-                )
+                // Source locations, thread ids and busy/idle timing on every
+                // span cost time on the request path (the idle tracking reads
+                // the clock on every poll) and say little to a trace reader.
+                let layer = tracing_opentelemetry::layer()
+                    .with_tracer(tracer)
+                    .with_location(false)
+                    .with_threads(false)
+                    .with_target(false)
+                    .with_tracked_inactivity(false)
+                    // Entering a span does not make it the current OTel
+                    // context (that costs allocations on every poll of every
+                    // instrumented future); log lines attach their span's
+                    // context themselves (see `attach_span_context`).
+                    .with_context_activation(false);
+                Some(layer.with_filter(export_filter()))
             }
             Err(err) => {
                 errors.push(format!("traces: {err}"));
@@ -178,6 +188,13 @@ pub fn init(console: Option<&str>, default_console: &str, export_level: Option<&
         tracing::warn!("OpenTelemetry export disabled for {err}");
     }
     telemetry
+}
+
+/// Makes `span` the current OpenTelemetry context until the guard drops, so
+/// log records emitted meanwhile carry its trace and span ids.
+pub fn attach_span_context(span: &tracing::Span) -> opentelemetry::ContextGuard {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    span.context().attach()
 }
 
 impl Telemetry {
