@@ -13,11 +13,11 @@ wasmtime::component::bindgen!({
     world: "loophost:trace/imports",
 });
 
-use loophost::trace::context::Host;
+use self::loophost::trace::context::Host;
 
 /// Adds the interface to a linker.
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    loophost::trace::context::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)
+    self::loophost::trace::context::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)
 }
 
 struct Carrier(HashMap<String, String>);

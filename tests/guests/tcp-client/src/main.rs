@@ -1,7 +1,7 @@
 //! Blocking TCP client used by the integration tests.
 //!
 //! ```text
-//! tcp-client connect <addr>            -> connected local=<addr> remote=<addr>
+//! tcp-client connect <addr>            -> connected local=<addr> remote=<addr> (then waits for the server to close)
 //! tcp-client roundtrip <addr> <n>      -> roundtrip ok <n>
 //! tcp-client upload <addr> <bytes>     -> upload ok <bytes> <hash>   (checksum server)
 //! tcp-client echo-bulk <addr> <bytes>  -> echo-bulk ok <bytes>
@@ -92,6 +92,10 @@ fn connect_cmd(addr: &str) -> Result<()> {
     let local = stream.local_addr().ctx(|| "local_addr".into())?;
     let remote = stream.peer_addr().ctx(|| "peer_addr".into())?;
     say!("connected local={local} remote={remote}");
+    // Close our side and wait for the server to close its side, so the
+    // server has seen the connection (and said so) before we exit.
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let _ = (&stream).read_to_end(&mut Vec::new());
     Ok(())
 }
 
