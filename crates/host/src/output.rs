@@ -55,11 +55,7 @@ impl LogOutput {
             .as_ref()
             .and_then(ConnectionContext::current)
             .unwrap_or_else(tracing::Span::current);
-        if span.is_disabled() {
-            return event();
-        }
-        let _context = crate::telemetry::attach_span_context(&span);
-        span.in_scope(event)
+        crate::telemetry::in_span(&span, event)
     }
 
     fn push(&self, bytes: &[u8]) {

@@ -115,7 +115,7 @@ impl ServiceSupervisor {
                         if self.ports_listening(&network) {
                             ready_since = Some(Instant::now());
                             self.update(|s| s.state = ServiceState::Ready);
-                            span.in_scope(|| tracing::info!(workload = %self.workload, service = %svc.name,
+                            crate::telemetry::in_span(&span, || tracing::info!(workload = %self.workload, service = %svc.name,
                                 after_ms = started.elapsed().as_millis() as u64, "service ready"));
                         }
                     }
@@ -150,10 +150,10 @@ impl ServiceSupervisor {
             if ready_since.is_some_and(|t| t.elapsed() >= STABLE_AFTER) {
                 backoff = svc.backoff_initial;
             }
-            tracing::info_span!("service.restart", "service.name" = %svc.name, "workload.name" = name,
+            let restart_span = tracing::info_span!("service.restart", "service.name" = %svc.name, "workload.name" = name,
                 "workload.namespace" = namespace, "loophost.restart.cause" = %cause, "loophost.restarts" = restarts + 1,
-                "loophost.backoff_ms" = backoff.as_millis() as u64)
-            .in_scope(|| {
+                "loophost.backoff_ms" = backoff.as_millis() as u64);
+            crate::telemetry::in_span(&restart_span, || {
                 tracing::warn!(workload = %self.workload, service = %svc.name, %cause, restart = restarts + 1,
                     backoff_ms = backoff.as_millis() as u64, "service restarting");
             });

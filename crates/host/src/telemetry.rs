@@ -190,11 +190,16 @@ pub fn init(console: Option<&str>, default_console: &str, export_level: Option<&
     telemetry
 }
 
-/// Makes `span` the current OpenTelemetry context until the guard drops, so
-/// log records emitted meanwhile carry its trace and span ids.
-pub fn attach_span_context(span: &tracing::Span) -> opentelemetry::ContextGuard {
+/// Runs `f` (which emits log events) inside `span`, with the span's
+/// OpenTelemetry context current, so exported log records carry its trace
+/// and span ids. (Entering spans does not do that by itself: see `init`.)
+pub fn in_span<R>(span: &tracing::Span, f: impl FnOnce() -> R) -> R {
     use tracing_opentelemetry::OpenTelemetrySpanExt;
-    span.context().attach()
+    if span.is_disabled() {
+        return f();
+    }
+    let _context = span.context().attach();
+    span.in_scope(f)
 }
 
 impl Telemetry {

@@ -437,7 +437,10 @@ async fn dispatch(
             Ok(response) => response,
             Err(err) => {
                 let message = crate::run::one_line(&err);
-                tracing::error!(workload = %c.workload.id, component = %c.name, %path, "{message}");
+                crate::telemetry::in_span(
+                    &tracing::Span::current(),
+                    || tracing::error!(workload = %c.workload.id, component = %c.name, %path, "{message}"),
+                );
                 http::text(500, format!("{}: {message}\n", c.name))
             }
         }
