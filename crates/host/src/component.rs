@@ -8,9 +8,39 @@ use wasmtime::{Config, Engine};
 /// The engine all stores share (Cranelift-compiled; async host calls, so a
 /// guest blocked on a socket does not block a thread).
 pub fn engine() -> Result<Engine> {
-    let mut config = Config::new();
+    engine_with(Config::new())
+}
+
+/// How often running guests yield to the host's scheduler.
+const YIELD_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Builds an engine on `config` with epoch interruption: a guest that
+/// computes without calling the host still yields every few milliseconds,
+/// so it cannot hold a host thread, and can be stopped (dropped) like any
+/// other instance.
+pub fn engine_with(mut config: Config) -> Result<Engine> {
     config.wasm_component_model(true);
-    Engine::new(&config).map_err(anyhow::Error::from)
+    config.epoch_interruption(true);
+    let engine = Engine::new(&config).map_err(anyhow::Error::from)?;
+    let ticker = engine.weak();
+    std::thread::Builder::new()
+        .name("loophost-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = ticker.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(YIELD_EVERY);
+            }
+        })
+        .map_err(|e| anyhow::anyhow!("cannot start the epoch ticker thread: {e}"))?;
+    Ok(engine)
+}
+
+/// A store whose guest yields at every epoch tick (see [`engine_with`]).
+pub fn new_store<T: Send + 'static>(engine: &Engine, data: T) -> wasmtime::Store<T> {
+    let mut store = wasmtime::Store::new(engine, data);
+    store.epoch_deadline_async_yield_and_update(1);
+    store
 }
 
 const WASM_MAGIC: &[u8; 4] = b"\0asm";

@@ -76,11 +76,33 @@ impl WasiHttpHooks for LoopbackHttpHooks {
             };
             let route = match ip {
                 Some(ip) => policy.route(SocketUse::TcpConnect, SocketAddr::new(ip, port)),
-                None if policy.may_resolve(&host) => Route::Host,
+                // A name goes out only if it may be resolved AND every address
+                // it resolves to is allowed egress (a name is no way around
+                // the address rules).
+                None if policy.may_resolve(&host) => match tokio::net::lookup_host((host.as_str(), port)).await {
+                    Ok(addrs) => {
+                        let routes: Vec<Route> = addrs
+                            .map(|a| policy.route(SocketUse::TcpConnect, SocketAddr::new(a.ip().to_canonical(), port)))
+                            .collect();
+                        if !routes.is_empty() && routes.iter().all(|r| *r == Route::Host) {
+                            Route::Host
+                        } else {
+                            Route::Deny(wasi_sockets_virt::DenyReason::EgressNotAllowed)
+                        }
+                    }
+                    Err(_) => {
+                        return Err(HttpError::DnsError {
+                            rcode: None,
+                            info_code: None,
+                        });
+                    }
+                },
                 None => Route::Deny(wasi_sockets_virt::DenyReason::EgressNotAllowed),
             };
             match (route, ip) {
-                (Route::Virtual, Some(ip)) if !tls => send_virtual(&network, SocketAddr::new(ip, port), request).await,
+                (Route::Virtual, Some(ip)) if !tls => {
+                    send_virtual(&network, SocketAddr::new(ip, port), request, options).await
+                }
                 (Route::Virtual, _) => Err(HttpError::HttpProtocolError),
                 (Route::Host, _) => {
                     let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
@@ -103,6 +125,7 @@ async fn send_virtual(
     network: &VirtualNetwork,
     addr: SocketAddr,
     mut request: http::Request<WasiBody>,
+    options: Option<RequestOptions>,
 ) -> Result<
     (
         http::Response<WasiBody>,
@@ -110,11 +133,23 @@ async fn send_virtual(
     ),
     HttpError,
 > {
-    let stream = network.connect(addr).await.map_err(|code| {
-        tracing::debug!(%addr, ?code, "virtual HTTP connect failed");
-        HttpError::ConnectionRefused
-    })?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    // The guest's timeouts apply as on the real network (same defaults as upstream).
+    let limit = |t: Option<std::time::Duration>| t.unwrap_or(std::time::Duration::from_secs(600));
+    let connect_timeout = limit(options.and_then(|o| o.connect_timeout));
+    let first_byte_timeout = limit(options.and_then(|o| o.first_byte_timeout));
+    let connect = async {
+        let stream = network.connect(addr).await.map_err(|code| {
+            tracing::debug!(%addr, ?code, "virtual HTTP connect failed");
+            match code {
+                wasi_sockets_virt::ErrorCode::ConnectionRefused => HttpError::ConnectionRefused,
+                _ => HttpError::ConnectionTerminated,
+            }
+        })?;
+        Ok::<_, HttpError>(hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?)
+    };
+    let (mut sender, conn) = tokio::time::timeout(connect_timeout, connect)
+        .await
+        .map_err(|_| HttpError::ConnectionTimeout)??;
     let driver = tokio::spawn(conn);
     // The request line carries only the path; the authority is in Host.
     let path = request
@@ -127,7 +162,9 @@ async fn send_virtual(
         .path_and_query(path)
         .build()
         .map_err(|_| HttpError::HttpRequestUriInvalid)?;
-    let response = sender.send_request(request).await?;
+    let response = tokio::time::timeout(first_byte_timeout, sender.send_request(request))
+        .await
+        .map_err(|_| HttpError::ConnectionReadTimeout)??;
     let response = response.map(|body| body.map_err(HttpError::from).boxed_unsync());
     let io = async move {
         match driver.await {
@@ -163,8 +200,10 @@ pub async fn handle(
                 .wasi_http_incoming_handler()
                 .call_handle(&mut store, req, out)
                 .await;
-            if result.is_err() {
+            if let Err(err) = &result {
                 store.data().sockets.abort_connections();
+                // If the response had already started, nobody else sees this.
+                tracing::warn!("component failed while handling a request: {err:#}");
             }
             result
         }

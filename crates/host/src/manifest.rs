@@ -285,6 +285,12 @@ fn validate(file: &str, base: &Path, raw: RawWorkload) -> Result<Workload> {
             policy: policy(file, &at, &c.sockets)?,
         });
     }
+    if raw.connect_wait_ms > 3_600_000 {
+        bail!(
+            "{file}: connect_wait_ms: {} is more than an hour; use at most 3600000",
+            raw.connect_wait_ms
+        );
+    }
     if services.is_empty() && components.is_empty() {
         bail!("{file}: declares no [[service]] and no [[component]]; add at least one");
     }

@@ -60,11 +60,19 @@ impl LogOutput {
 
     fn push(&self, bytes: &[u8]) {
         let mut partial = self.partial.lock().unwrap_or_else(|e| e.into_inner());
-        partial.extend_from_slice(bytes);
-        while let Some(pos) = partial.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = partial.drain(..=pos).collect();
-            self.emit(&line[..line.len() - 1]);
+        // Emit every complete line in one pass; keep only the unfinished tail.
+        let mut rest = bytes;
+        while let Some(pos) = rest.iter().position(|&b| b == b'\n') {
+            if partial.is_empty() {
+                self.emit(&rest[..pos]);
+            } else {
+                partial.extend_from_slice(&rest[..pos]);
+                let line = std::mem::take(&mut *partial);
+                self.emit(&line);
+            }
+            rest = &rest[pos + 1..];
         }
+        partial.extend_from_slice(rest);
         // A guest that never prints a newline must not grow host memory.
         if partial.len() > 16 * 1024 {
             let line = std::mem::take(&mut *partial);

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
 use wasi_sockets_virt::{Policy, VirtualNetwork};
-use wasmtime::{Engine, Store};
+use wasmtime::Engine;
 use wasmtime_wasi::I32Exit;
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
@@ -93,12 +93,25 @@ impl Prepared {
 
     /// Runs one instance in a fresh store holding `state` to completion.
     pub async fn run_state(&self, state: HostState) -> Result<i32> {
-        let mut store = Store::new(self.pre.engine(), state);
+        // Dropped before the run completes (cancelled: the host is stopping
+        // or the supervisor gave up): the instance dies abnormally, so its
+        // peers see resets, not clean ends of stream.
+        struct AbortUnlessDone(Option<wasi_sockets_virt::AbortHandle>);
+        impl Drop for AbortUnlessDone {
+            fn drop(&mut self) {
+                if let Some(handle) = self.0.take() {
+                    handle.abort();
+                }
+            }
+        }
+        let mut guard = AbortUnlessDone(Some(state.sockets.abort_handle()));
+        let mut store = component::new_store(self.pre.engine(), state);
         let outcome = async {
             let command = self.pre.instantiate_async(&mut store).await?;
             command.wasi_cli_run().call_run(&mut store).await
         }
         .await;
+        guard.0 = None;
         match outcome {
             Ok(Ok(())) => Ok(0),
             Ok(Err(())) => Ok(1),

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 use wasi_sockets_virt::{Policy, VirtualNetwork};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
@@ -118,7 +118,7 @@ fn pooled_engine() -> Result<Engine> {
         .total_tables(4000);
     let mut config = Config::new();
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    Engine::new(&config).map_err(anyhow::Error::from)
+    component::engine_with(config)
 }
 
 /// Runs until a signal; returns the process exit code.
@@ -286,9 +286,8 @@ pub async fn up(options: UpOptions) -> Result<i32> {
     job_tasks.abort_all();
     let mut jobs_ok = true;
     while let Some(done) = job_tasks.join_next().await {
-        if let Ok(ok) = done {
-            jobs_ok &= ok;
-        }
+        // A job still running at shutdown (aborted) or one that panicked did not succeed.
+        jobs_ok &= done.unwrap_or(false);
     }
     let services_ok = runtimes
         .iter()
@@ -357,7 +356,15 @@ async fn serve_http(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((tcp, _peer)) = accepted else { continue };
+                let tcp = match accepted {
+                    Ok((tcp, _peer)) => tcp,
+                    Err(err) => {
+                        // E.g. out of file descriptors: say so, and don't spin.
+                        tracing::warn!("HTTP accept failed: {err}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
                 let (engine, routes, mut stop) = (engine.clone(), routes.clone(), stop.clone());
                 connections.spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
@@ -375,6 +382,8 @@ async fn serve_http(
                     }
                 });
             }
+            // Reap finished connections as we go.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
             _ = stop.changed() => break,
         }
     }
@@ -430,7 +439,7 @@ async fn dispatch(
         );
         let invoke = tracing::info_span!("component invocation", "component.name" = %c.name,
             "workload.name" = %c.workload.name, "workload.namespace" = %c.workload.namespace);
-        match http::handle(&c.pre, Store::new(engine, state), request)
+        match http::handle(&c.pre, component::new_store(engine, state), request)
             .instrument(invoke)
             .await
         {

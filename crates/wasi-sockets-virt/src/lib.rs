@@ -142,6 +142,12 @@ impl SocketsCtx {
         ConnectionContext(self.trace.clone())
     }
 
+    /// A handle that can mark this store dead later, even from a drop guard
+    /// (see [`SocketsCtx::abort_connections`]).
+    pub fn abort_handle(&self) -> AbortHandle {
+        AbortHandle(self.abort.clone())
+    }
+
     /// Marks the store as dead: from now on, dropping its sockets and streams
     /// resets their connections (peers see `connection-reset`).
     pub fn abort_connections(&self) {
@@ -154,6 +160,17 @@ impl SocketsCtx {
             wasi.inherit_network().allow_tcp(true).allow_udp(true);
             wasi.build().sockets().clone()
         })
+    }
+}
+
+/// Marks a store dead; see [`SocketsCtx::abort_handle`].
+#[derive(Clone)]
+pub struct AbortHandle(AbortFlag);
+
+impl AbortHandle {
+    /// From now on the store's connections reset when dropped.
+    pub fn abort(&self) {
+        self.0.set();
     }
 }
 

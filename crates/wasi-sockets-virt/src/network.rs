@@ -185,7 +185,8 @@ impl VirtualNetwork {
     /// Finds the listener for `remote`, waiting for an expected one.
     async fn listener_for(&self, remote: SocketAddr) -> Option<Arc<Listener>> {
         let wait = self.expected_wait(remote)?;
-        let deadline = tokio::time::Instant::now() + wait;
+        let now = tokio::time::Instant::now();
+        let deadline = now.checked_add(wait).unwrap_or(now + Duration::from_secs(86_400));
         loop {
             let added = self.inner.listener_added.notified();
             tokio::pin!(added);
@@ -361,6 +362,7 @@ impl VirtualNetwork {
             to_client: to_client.clone(),
             origin,
             network: self.clone(),
+            opened: AtomicBool::new(false),
         });
         self.inner.open_connections.fetch_add(1, Ordering::Relaxed);
         let mut server_end = Some(Connection {
@@ -382,6 +384,7 @@ impl VirtualNetwork {
             }
             space.await;
         }
+        shared.opened.store(true, Ordering::Relaxed);
         if let Some(observer) = self.observer() {
             observer.connection_opened(remote);
         }
@@ -602,12 +605,17 @@ pub(crate) struct ConnectionShared {
     /// The connecting side's span.
     pub(crate) origin: tracing::Span,
     network: VirtualNetwork,
+    /// Set once the connection reached the listener's queue (and was
+    /// reported opened), so only those are reported closed.
+    opened: AtomicBool,
 }
 
 impl Drop for ConnectionShared {
     fn drop(&mut self) {
         self.network.inner.open_connections.fetch_sub(1, Ordering::Relaxed);
-        if let Some(observer) = self.network.observer() {
+        if let Some(observer) = self.network.observer()
+            && self.opened.load(Ordering::Relaxed)
+        {
             observer.connection_closed(self.listener, self.to_server.written(), self.to_client.written());
         }
     }

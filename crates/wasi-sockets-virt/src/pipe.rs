@@ -169,8 +169,9 @@ impl Pipe {
         st.buffered += n;
         st.written += n as u64;
         st.chunks.push_back(bytes);
-        drop(st);
+        // Counted while the lock is held, so a reader's decrement cannot come first.
         self.network_buffered.fetch_add(n, Ordering::Relaxed);
+        drop(st);
         self.readable.notify_waiters();
         Ok(())
     }

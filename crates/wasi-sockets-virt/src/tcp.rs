@@ -28,6 +28,7 @@ use wasmtime_wasi_io::streams::{DynInputStream, DynOutputStream};
 
 /// Default listen backlog, as in Rust's std.
 const DEFAULT_BACKLOG: u32 = 128;
+const MAX_BACKLOG: u32 = 4096;
 const DEFAULT_HOP_LIMIT: u8 = 64;
 const DEFAULT_KEEP_ALIVE_IDLE: u64 = 7200 * 1_000_000_000;
 const DEFAULT_KEEP_ALIVE_INTERVAL: u64 = 75 * 1_000_000_000;
@@ -321,7 +322,9 @@ impl TcpSocket {
         if value == 0 {
             return Err(ErrorCode::InvalidArgument.into());
         }
-        let value = u32::try_from(value).unwrap_or(u32::MAX).min(i32::MAX as u32);
+        // Clamped like the kernel's somaxconn: a huge backlog would let a guest
+        // queue unbounded connections (and their buffers) nobody accepts.
+        let value = u32::try_from(value).unwrap_or(u32::MAX).min(MAX_BACKLOG);
         match &self.state {
             State::Unbound | State::Bound(_) => {}
             State::Listening { listener, .. } => listener.set_backlog(value as usize),
