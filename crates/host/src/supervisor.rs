@@ -98,6 +98,9 @@ impl ServiceSupervisor {
         let svc = &self.service;
         let policy = Arc::new(svc.policy.clone());
         let mut backoff = svc.backoff_initial;
+        // Restarts since the service last ran stably; `max_restarts` limits
+        // these, so a service that fails once a day is not given up on.
+        let mut consecutive = 0;
         loop {
             self.update(|s| s.state = ServiceState::Starting);
             let state = self.instance_state(&prepared, &network, policy.clone(), service_names.clone());
@@ -133,7 +136,10 @@ impl ServiceSupervisor {
                 RestartPolicy::Never => false,
             };
             let restarts = self.status().restarts;
-            if !restart || restarts >= svc.max_restarts {
+            if ready_since.is_some_and(|t| t.elapsed() >= STABLE_AFTER) {
+                consecutive = 0;
+            }
+            if !restart || consecutive >= svc.max_restarts {
                 let state = if failed {
                     ServiceState::Failed
                 } else {
@@ -147,7 +153,7 @@ impl ServiceSupervisor {
                 }
                 return;
             }
-            if ready_since.is_some_and(|t| t.elapsed() >= STABLE_AFTER) {
+            if consecutive == 0 {
                 backoff = svc.backoff_initial;
             }
             let restart_span = tracing::info_span!("service.restart", "service.name" = %svc.name, "workload.name" = name,
@@ -168,6 +174,7 @@ impl ServiceSupervisor {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(svc.backoff_max);
             self.update(|s| s.restarts += 1);
+            consecutive += 1;
         }
     }
 

@@ -87,6 +87,12 @@ fn write_error(closed: PipeClosed) -> StreamError {
 #[wasmtime_wasi::async_trait]
 impl OutputStream for VirtualOutputStream {
     fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        // Writing more than `check-write` allowed is a guest bug, and a trap
+        // upstream too; it must not be mistaken for a network event.
+        let allowed = self.conn.tx.check_write().map_err(write_error)?;
+        if bytes.len() > allowed {
+            return Err(StreamError::trap("write exceeded the permit returned by check-write"));
+        }
         self.conn.tx.write(bytes).map_err(write_error)
     }
 
