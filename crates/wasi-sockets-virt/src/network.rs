@@ -28,6 +28,10 @@ pub struct NetworkConfig {
     pub ephemeral_ports: RangeInclusive<u16>,
     /// Datagrams a UDP socket may have queued before new ones are dropped.
     pub udp_queue: usize,
+    /// Connections open at once on this network; connects beyond it are
+    /// refused. Each holds up to two `connection_buffer`s, so this bounds the
+    /// memory a workload's guests can make the host hold.
+    pub max_connections: usize,
 }
 
 impl Default for NetworkConfig {
@@ -36,6 +40,7 @@ impl Default for NetworkConfig {
             connection_buffer: 256 * 1024,
             ephemeral_ports: 49152..=65535,
             udp_queue: 1024,
+            max_connections: 16_384,
         }
     }
 }
@@ -347,6 +352,13 @@ impl VirtualNetwork {
                 }
             }
         };
+        if self.inner.open_connections.load(Ordering::Relaxed) >= self.inner.config.max_connections {
+            tracing::warn!(%remote, limit = self.inner.config.max_connections, "virtual connection limit reached");
+            if let Some(observer) = self.observer() {
+                observer.connection_refused(remote);
+            }
+            return Err(ErrorCode::ConnectionRefused);
+        }
         let capacity = self.inner.config.connection_buffer;
         let to_server = Pipe::new(capacity, self.inner.buffered.clone());
         let to_client = Pipe::new(capacity, self.inner.buffered.clone());
@@ -718,5 +730,50 @@ impl AbortFlag {
     }
     pub(crate) fn is_set(&self) -> bool {
         self.0.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().expect("test address")
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_the_limit_are_refused_and_the_slot_comes_back() {
+        let net = VirtualNetwork::with_config(NetworkConfig {
+            max_connections: 2,
+            ..NetworkConfig::default()
+        });
+        let binding = net.bind(Protocol::Tcp, addr("127.0.0.1:9000")).expect("bind");
+        let _listener = binding.listen(16);
+        let first = net.connect(addr("127.0.0.1:9000")).await.expect("first");
+        let _second = net.connect(addr("127.0.0.1:9000")).await.expect("second");
+        assert_eq!(
+            net.connect(addr("127.0.0.1:9000")).await.err(),
+            Some(ErrorCode::ConnectionRefused)
+        );
+        drop(first);
+        // The first connection's server end is still queued: accept and drop it.
+        drop(_listener.try_accept());
+        assert_eq!(net.stats().open_connections, 1);
+        net.connect(addr("127.0.0.1:9000")).await.expect("a slot is free again");
+    }
+
+    #[tokio::test]
+    async fn ports_conflict_with_the_wildcard_and_are_released() {
+        let net = VirtualNetwork::new();
+        let wildcard = net.bind(Protocol::Tcp, addr("0.0.0.0:8080")).expect("bind");
+        assert_eq!(
+            net.bind(Protocol::Tcp, addr("127.0.0.1:8080")).err(),
+            Some(ErrorCode::AddressInUse)
+        );
+        // Other family, other protocol: separate namespaces.
+        let _v6 = net.bind(Protocol::Tcp, addr("[::1]:8080")).expect("v6");
+        let _udp = net.bind(Protocol::Udp, addr("127.0.0.1:8080")).expect("udp");
+        drop(wildcard);
+        net.bind(Protocol::Tcp, addr("127.0.0.1:8080")).expect("released");
     }
 }
