@@ -1,7 +1,7 @@
 //! std/tokio/ureq guests talking over the virtual loopback, through the real
 //! `loophost run` binary.
 
-use loophost_tests::{Loophost, guest, run_pair, shell_join};
+use loophost_tests::{Loophost, guest, run_pair};
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(120);
@@ -193,9 +193,4 @@ fn wasi_sockets_conformance_guest_passes() {
     let (code, out) = host.wait(T);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains(" 0 failed"), "{out}");
-}
-
-#[test]
-fn with_accepts_shell_quoted_arguments() {
-    assert_eq!(shell_join(&["a b", "c"]), "'a b' 'c'");
 }

@@ -227,17 +227,6 @@ pub fn shell_join(words: &[&str]) -> String {
         .join(" ")
 }
 
-/// Resident memory of a process in KiB (Linux).
-pub fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 /// A minimal HTTP/1.1 client (one request per connection), so tests need
 /// no client library. Returns the status code and body.
 pub fn http_request(addr: &str, method: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, String)> {

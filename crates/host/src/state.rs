@@ -28,11 +28,21 @@ impl HostState {
         policy: Arc<Policy>,
         service_names: Arc<HashSet<String>>,
     ) -> Self {
-        let http_hooks = LoopbackHttpHooks::new(network.clone(), policy.clone(), service_names);
+        Self::from_parts(
+            wasi,
+            SocketsCtx::with_shared_policy(network.clone(), policy),
+            service_names,
+        )
+    }
+
+    /// State around an existing socket context (when the WASI context needs
+    /// something from it, e.g. its connection context for log attribution).
+    pub fn from_parts(wasi: WasiCtx, sockets: SocketsCtx, service_names: Arc<HashSet<String>>) -> Self {
+        let http_hooks = LoopbackHttpHooks::new(sockets.network().clone(), sockets.shared_policy(), service_names);
         HostState {
             table: ResourceTable::new(),
             wasi,
-            sockets: SocketsCtx::with_shared_policy(network.clone(), policy),
+            sockets,
             http: WasiHttpCtx::new(),
             http_hooks,
         }

@@ -13,7 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::Instrument;
-use wasi_sockets_virt::{Policy, VirtualNetwork};
+use wasi_sockets_virt::{Policy, SocketsCtx, VirtualNetwork};
 
 /// A ready incarnation that lived this long resets the backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(10);
@@ -80,13 +80,6 @@ impl ServiceSupervisor {
         f(&mut self.status.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
-    fn ports_listening(&self, network: &VirtualNetwork) -> bool {
-        self.service
-            .ports
-            .iter()
-            .all(|&port| network.is_listening(SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port)))
-    }
-
     /// Runs the service until it is done for good (or the task is aborted,
     /// which drops the running instance).
     pub async fn supervise(
@@ -97,6 +90,12 @@ impl ServiceSupervisor {
     ) {
         let svc = &self.service;
         let policy = Arc::new(svc.policy.clone());
+        // Ready = listening on all declared ports (on the loopback).
+        let ports: Vec<SocketAddr> = svc
+            .ports
+            .iter()
+            .map(|&port| SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port))
+            .collect();
         let mut backoff = svc.backoff_initial;
         // Restarts since the service last ran stably; `max_restarts` limits
         // these, so a service that fails once a day is not given up on.
@@ -111,16 +110,16 @@ impl ServiceSupervisor {
                 "workload.namespace" = namespace, "loophost.restarts" = self.status().restarts);
             let run = prepared.run_state(state).instrument(span.clone());
             tokio::pin!(run);
+            let listening = network.wait_listening(&ports);
+            tokio::pin!(listening);
             let outcome = loop {
                 tokio::select! {
                     outcome = &mut run => break outcome,
-                    _ = tokio::time::sleep(Duration::from_millis(2)), if ready_since.is_none() => {
-                        if self.ports_listening(&network) {
-                            ready_since = Some(Instant::now());
-                            self.update(|s| s.state = ServiceState::Ready);
-                            crate::telemetry::in_span(&span, || tracing::info!(workload = %self.workload, service = %svc.name,
-                                after_ms = started.elapsed().as_millis() as u64, "service ready"));
-                        }
+                    _ = &mut listening, if ready_since.is_none() => {
+                        ready_since = Some(Instant::now());
+                        self.update(|s| s.state = ServiceState::Ready);
+                        crate::telemetry::in_span(&span, || tracing::info!(workload = %self.workload, service = %svc.name,
+                            after_ms = started.elapsed().as_millis() as u64, "service ready"));
                     }
                 }
             };
@@ -190,20 +189,14 @@ impl ServiceSupervisor {
             name: self.service.name.clone(),
             stream,
         };
-        // The store's sockets come first: its output is attributed to the
+        // The sockets come first: the guest's output is attributed to the
         // connection it is serving (see `ConnectionContext`).
-        let mut state = HostState::new(
-            wasmtime_wasi::WasiCtx::builder().build(),
-            network,
-            policy,
-            service_names,
-        );
-        let context = state.sockets.connection_context();
+        let sockets = SocketsCtx::with_shared_policy(network.clone(), policy);
+        let context = sockets.connection_context();
         let mut wasi = prepared.wasi();
         wasi.envs(&self.service.env)
             .stdout(LogOutput::new(origin("stdout")).with_connection_context(context.clone()))
             .stderr(LogOutput::new(origin("stderr")).with_connection_context(context));
-        state.wasi = wasi.build();
-        state
+        HostState::from_parts(wasi.build(), sockets, service_names)
     }
 }

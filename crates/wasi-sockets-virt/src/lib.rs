@@ -121,7 +121,8 @@ impl SocketsCtx {
         &self.policy
     }
 
-    /// The shared policy (for embedders that route other protocols the same way).
+    /// The policy, shared (for embedders that route other protocols, such as
+    /// HTTP, by the same rules).
     pub fn shared_policy(&self) -> Arc<Policy> {
         self.policy.clone()
     }

@@ -167,6 +167,19 @@ impl VirtualNetwork {
         self.find_listener(addr).is_some()
     }
 
+    /// Waits until something listens on every address in `addrs`.
+    pub async fn wait_listening(&self, addrs: &[SocketAddr]) {
+        loop {
+            let added = self.inner.listener_added.notified();
+            tokio::pin!(added);
+            added.as_mut().enable();
+            if addrs.iter().all(|addr| self.is_listening(*addr)) {
+                return;
+            }
+            added.await;
+        }
+    }
+
     /// Declares that something will listen on `addr` (the unspecified
     /// address covers every loopback address of its family): until it does,
     /// connects to it wait up to `wait` instead of failing at once with
