@@ -8,8 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/loophost/target}
-scripts/vendor-wasmtime-wasi.sh
-scripts/build-guests.sh >/dev/null
+scripts/setup.sh
 cargo build --release --quiet -p loophost
 export LOOPHOST_BIN="$CARGO_TARGET_DIR/release/loophost"
 for bench in ${1:-otel_overhead}; do

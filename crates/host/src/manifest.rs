@@ -328,7 +328,8 @@ pub fn check_together(workloads: &[Workload]) -> Result<()> {
             }
         }
         for s in &w.services {
-            for p in &s.publish {
+            // Port 0 asks for any free port: those can never collide.
+            for p in s.publish.iter().filter(|p| p.listen.port() != 0) {
                 if let Some(other) = published.insert(p.listen, format!("{id}/{}", s.name)) {
                     bail!(
                         "{}: service {:?} publish: {} is already published by {other}",

@@ -204,6 +204,7 @@ pub async fn up(options: UpOptions) -> Result<i32> {
         .with_context(|| format!("--listen {}: cannot listen", options.listen))?;
     let http_addr = http_listener.local_addr()?;
     let mut published = Vec::new();
+    let mut published_at = Vec::new();
     for (runtime, w) in runtimes.iter().zip(&workloads) {
         for s in &w.services {
             for p in &s.publish {
@@ -215,6 +216,9 @@ pub async fn up(options: UpOptions) -> Result<i32> {
                         p.listen
                     )
                 })?;
+                // Port 0 in the manifest means "any free port": show the one we got.
+                let actual = listener.local_addr().unwrap_or(p.listen);
+                published_at.push((runtime.id.clone(), s.name.clone(), actual, p.port));
                 published.push((listener, runtime.network.clone(), p.port));
             }
         }
@@ -260,7 +264,7 @@ pub async fn up(options: UpOptions) -> Result<i32> {
         });
     }
 
-    print_status(&runtimes, &http_components, http_addr);
+    print_status(&runtimes, &http_components, &published_at, http_addr);
 
     let mut routes: Vec<Arc<HttpComponent>> = http_components.into_iter().map(Arc::new).collect();
     routes.sort_by_key(|c| std::cmp::Reverse(c.route.len()));
@@ -317,7 +321,10 @@ async fn wait_ready(runtimes: &[Arc<WorkloadRuntime>], timeout: Duration) {
     }
 }
 
-fn print_status(runtimes: &[Arc<WorkloadRuntime>], http: &[HttpComponent], addr: SocketAddr) {
+/// A published port as bound: workload id, service name, real address, virtual port.
+type PublishedAt = (String, String, SocketAddr, u16);
+
+fn print_status(runtimes: &[Arc<WorkloadRuntime>], http: &[HttpComponent], published: &[PublishedAt], addr: SocketAddr) {
     println!(
         "{:<24} {:<16} {:<8} {:<12} {:<9} DETAILS",
         "WORKLOAD", "NAME", "KIND", "STATE", "RESTARTS"
@@ -326,8 +333,11 @@ fn print_status(runtimes: &[Arc<WorkloadRuntime>], http: &[HttpComponent], addr:
         for s in &r.supervisors {
             let st = s.status();
             let mut details = format!("ports {:?}", s.service.ports);
-            for p in &s.service.publish {
-                details.push_str(&format!(", published {} -> {}", p.listen, p.port));
+            for (_, _, listen, port) in published
+                .iter()
+                .filter(|(id, name, _, _)| *id == r.id && *name == s.service.name)
+            {
+                details.push_str(&format!(", published {listen} -> {port}"));
             }
             println!(
                 "{:<24} {:<16} {:<8} {:<12} {:<9} {details}",
