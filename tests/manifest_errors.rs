@@ -117,6 +117,22 @@ fn each_mistake_gets_a_one_line_error() {
             ok_head.to_string(),
             "declares no [[service]] and no [[component]]",
         ),
+        (
+            "env-from-host-unset.toml",
+            format!(
+                "{ok_head}{}",
+                svc("kv", "env_from_host = [\"LOOPHOST_SURELY_NOT_SET\"]")
+            ),
+            "service \"kv\" env_from_host: LOOPHOST_SURELY_NOT_SET is not set in loophost's environment",
+        ),
+        (
+            "env-from-host-twice.toml",
+            format!(
+                "{ok_head}{}",
+                svc("kv", "env = { PATH = \"/x\" }\nenv_from_host = [\"PATH\"]")
+            ),
+            "env_from_host: PATH is also set in env",
+        ),
         ("syntax.toml", format!("{ok_head}[[service]\n"), "line 2:"),
         (
             "bad-port.toml",

@@ -11,6 +11,7 @@ use std::process::{Command, Output};
 fn scratch_root(name: &str) -> PathBuf {
     let root = temp_dir(name);
     let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).expect("scratch root");
     for dir in ["scripts", "patches"] {
         let status = Command::new("cp")
             .args(["-r"])
@@ -60,7 +61,10 @@ fn the_fork_materializes_from_an_empty_cargo_home() {
     let first = vendor(&root, &cargo_home, &[]);
     assert!(first.status.success(), "{}", text(&first));
     assert!(
-        same_tree(&root.join("vendor/wasmtime-wasi"), &repo_root().join("vendor/wasmtime-wasi")),
+        same_tree(
+            &root.join("vendor/wasmtime-wasi"),
+            &repo_root().join("vendor/wasmtime-wasi")
+        ),
         "the fork built from an empty cargo home equals the one the build uses"
     );
     // Only the one pinned crate was fetched: cargo's registry was not filled
@@ -175,11 +179,19 @@ fn setup_plans_to_install_missing_system_commands() {
         .expect("setup --plan");
     let stdout = String::from_utf8_lossy(&missing.stdout);
     assert_eq!(missing.status.code(), Some(1), "{}", text(&missing));
-    assert!(stdout.contains("missing: Debian packages curl patch"), "{}", text(&missing));
+    assert!(
+        stdout.contains("missing: Debian packages curl patch"),
+        "{}",
+        text(&missing)
+    );
     // These machines run setup as root with apt-get; elsewhere it says it can't.
     let as_root = Command::new("id").arg("-u").output().expect("id").stdout == b"0\n";
     if as_root {
-        assert!(stdout.contains("would run apt-get install -y curl patch"), "{}", text(&missing));
+        assert!(
+            stdout.contains("would run apt-get install -y curl patch"),
+            "{}",
+            text(&missing)
+        );
     } else {
         assert!(
             stdout.contains("apt-get install") || stdout.contains("cannot install them here"),

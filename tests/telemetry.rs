@@ -415,3 +415,58 @@ fn with_two_open_connections_the_host_does_not_guess() {
     sorted.sort();
     assert_eq!(sorted, ["component run", "virtual connection"], "{parents:?}");
 }
+
+#[test]
+fn run_exports_guest_output_as_log_records_and_still_prints_it() {
+    let receiver = OtlpReceiver::start_grpc();
+    let host = Loophost::spawn_env(
+        [
+            "run",
+            "--with",
+            &format!("'{}' 127.0.0.1:7000", p("echo-server")),
+            &p("tcp-client"),
+            "roundtrip",
+            "127.0.0.1:7000",
+            "3",
+        ],
+        &otel_env(&receiver, "grpc"),
+    );
+    let (code, stdout, stderr) = host.wait_with_stderr(Duration::from_secs(60));
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    // The terminal gets the guest's bytes as written, once; the console log
+    // (stderr) does not repeat them.
+    assert_eq!(stdout.matches("roundtrip ok 3").count(), 1, "{stdout}");
+    assert!(!stderr.contains("roundtrip ok"), "{stderr}");
+
+    let exported = receiver.wait_until(Duration::from_secs(20), |r| {
+        r.logs().iter().any(|l| l.body == "roundtrip ok 3")
+            && r.spans().iter().filter(|s| s.name == "component run").count() >= 2
+    });
+    assert!(exported, "logs: {:#?}\nspans: {:#?}", receiver.logs(), receiver.spans());
+    let spans = receiver.spans();
+    let client_run = find(&spans, "component run", |s| {
+        attr(s, "component.name") == "tcp-client.wasm"
+    })
+    .expect("the client's component run span");
+    let server_run = find(&spans, "component run", |s| {
+        attr(s, "component.name") == "echo-server.wasm"
+    })
+    .expect("the server's component run span");
+    let logs = receiver.logs();
+    let line = logs.iter().find(|l| l.body == "roundtrip ok 3").expect("client line");
+    assert_eq!(
+        (line.trace_id.as_str(), line.span_id.as_str()),
+        (client_run.trace_id.as_str(), client_run.span_id.as_str()),
+        "the client's line carries its component's trace context: {line:?}"
+    );
+    assert_eq!(
+        line.attributes.get("stream").map(String::as_str),
+        Some("stdout"),
+        "{line:?}"
+    );
+    let listening = logs
+        .iter()
+        .find(|l| l.body.starts_with("listening "))
+        .expect("server line");
+    assert_eq!(listening.span_id, server_run.span_id, "{listening:?}");
+}

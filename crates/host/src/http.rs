@@ -1,7 +1,7 @@
 //! HTTP: the host's listener that routes requests to `wasi:http` components
 //! (one fresh instance per request), and the outgoing-request hook that keeps
-//! requests to 127.0.0.1 / localhost / a service name inside the workload's
-//! virtual network.
+//! requests to 127.0.0.1 / localhost / a name of the workload's network (its
+//! services) inside the workload's virtual network.
 
 use crate::state::HostState;
 use anyhow::Result;
@@ -9,12 +9,11 @@ use bytes::Bytes;
 use http::uri::Scheme;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use std::collections::HashSet;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use tracing::Instrument;
-use wasi_sockets_virt::{Policy, Route, SocketUse, VirtualNetwork};
+use wasi_sockets_virt::{NameAnswer, Policy, Route, SocketUse, VirtualNetwork};
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks, WasiHttpView};
@@ -32,21 +31,17 @@ type SendFuture = Box<
 >;
 
 /// Sends a component's outgoing requests: loopback, `localhost` and the
-/// workload's service names go to the virtual network; other hosts go to
-/// the real network only if the socket policy allows the address.
+/// names of the workload's network (the same table `ip-name-lookup`
+/// answers from) go to the virtual network; other hosts go to the real
+/// network only if the socket policy allows the address.
 pub struct LoopbackHttpHooks {
     network: VirtualNetwork,
     policy: Arc<Policy>,
-    service_names: Arc<HashSet<String>>,
 }
 
 impl LoopbackHttpHooks {
-    pub fn new(network: VirtualNetwork, policy: Arc<Policy>, service_names: Arc<HashSet<String>>) -> Self {
-        LoopbackHttpHooks {
-            network,
-            policy,
-            service_names,
-        }
+    pub fn new(network: VirtualNetwork, policy: Arc<Policy>) -> Self {
+        LoopbackHttpHooks { network, policy }
     }
 }
 
@@ -58,7 +53,7 @@ impl WasiHttpHooks for LoopbackHttpHooks {
         fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> SendFuture {
         drop(fut);
-        let (network, policy, names) = (self.network.clone(), self.policy.clone(), self.service_names.clone());
+        let (network, policy) = (self.network.clone(), self.policy.clone());
         Box::new(async move {
             let uri = request.uri();
             let host = uri
@@ -69,10 +64,19 @@ impl WasiHttpHooks for LoopbackHttpHooks {
                 .to_ascii_lowercase();
             let tls = uri.scheme() == Some(&Scheme::HTTPS);
             let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-            let ip: Option<IpAddr> = if host == "localhost" || names.contains(&host) {
+            let ip: Option<IpAddr> = if host == "localhost" {
                 Some(IpAddr::from([127, 0, 0, 1]))
+            } else if let Ok(ip) = host.parse::<IpAddr>() {
+                Some(ip.to_canonical())
             } else {
-                host.parse().ok()
+                match network.lookup_name(&host) {
+                    NameAnswer::Addresses(addrs) => match addrs.first() {
+                        Some(ip) => Some(*ip),
+                        None => return Err(dns_error()),
+                    },
+                    NameAnswer::NoSuchName => return Err(dns_error()),
+                    NameAnswer::NotOurs => None,
+                }
             };
             let route = match ip {
                 Some(ip) => policy.route(SocketUse::TcpConnect, SocketAddr::new(ip, port)),
@@ -90,12 +94,7 @@ impl WasiHttpHooks for LoopbackHttpHooks {
                             Route::Deny(wasi_sockets_virt::DenyReason::EgressNotAllowed)
                         }
                     }
-                    Err(_) => {
-                        return Err(HttpError::DnsError {
-                            rcode: None,
-                            info_code: None,
-                        });
-                    }
+                    Err(_) => return Err(dns_error()),
                 },
                 None => Route::Deny(wasi_sockets_virt::DenyReason::EgressNotAllowed),
             };
@@ -117,6 +116,13 @@ impl WasiHttpHooks for LoopbackHttpHooks {
                 }
             }
         })
+    }
+}
+
+fn dns_error() -> HttpError {
+    HttpError::DnsError {
+        rcode: None,
+        info_code: None,
     }
 }
 

@@ -15,6 +15,7 @@ pub mod output;
 pub mod policy;
 pub mod run;
 pub mod state;
+pub mod status;
 pub mod supervisor;
 pub mod telemetry;
 pub mod trace_context;

@@ -34,6 +34,18 @@ enum Command {
     Up(UpArgs),
     /// Validate manifests (and compile their components) without running anything.
     Check(CheckArgs),
+    /// Show what a `loophost up --status` is running: services, restarts, uptime, traffic.
+    Status(StatusArgs),
+}
+
+#[derive(clap::Args)]
+struct StatusArgs {
+    /// The HTTP listener of that `loophost up` (its --listen).
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    addr: SocketAddr,
+    /// Print the JSON the endpoint returns instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -47,6 +59,11 @@ struct UpArgs {
     /// How long in-flight requests get to finish after SIGINT/SIGTERM, in seconds.
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     drain_timeout: f64,
+    /// Serve what runs (services' state, restarts, uptime, traffic) as JSON at
+    /// GET /.loophost/status on the HTTP listener, for `loophost status`.
+    /// Off by default: anyone who can reach the listener could read it.
+    #[arg(long)]
+    status: bool,
     /// Workload manifests (TOML); each workload gets its own virtual network.
     #[arg(required = true, value_name = "MANIFEST")]
     manifests: Vec<PathBuf>,
@@ -74,8 +91,9 @@ struct RunArgs {
     /// (".suffix" for a domain, "*" for any). Repeatable.
     #[arg(long = "allow-lookup", value_name = "NAME")]
     allow_lookup: Vec<String>,
-    /// Set an environment variable for the components: KEY=VALUE. Repeatable.
-    #[arg(long = "env", value_name = "KEY=VALUE")]
+    /// Set an environment variable for the components: KEY=VALUE, or NAME
+    /// to pass on the host's value of NAME. Repeatable.
+    #[arg(long = "env", value_name = "KEY[=VALUE]")]
     env: Vec<String>,
     /// Start the main component only once this virtual address listens; until
     /// then, connects to it wait instead of being refused. Repeatable.
@@ -108,7 +126,13 @@ fn main() -> ExitCode {
     };
     let telemetry = {
         let _enter = runtime.enter();
-        loophost::telemetry::init(cli.log_level.as_deref(), default_level, cli.export_level.as_deref())
+        let guest_lines_on_console = !matches!(cli.command, Command::Run(_));
+        loophost::telemetry::init(
+            cli.log_level.as_deref(),
+            default_level,
+            cli.export_level.as_deref(),
+            guest_lines_on_console,
+        )
     };
     let result = real_main(cli, &runtime);
     telemetry.shutdown();
@@ -130,8 +154,18 @@ fn real_main(cli: Cli, runtime: &tokio::runtime::Runtime) -> Result<i32> {
                 listen: args.listen,
                 ready_timeout: seconds("--ready-timeout", args.ready_timeout)?,
                 drain_timeout: seconds("--drain-timeout", args.drain_timeout)?,
+                status: args.status,
             };
             runtime.block_on(loophost::up::up(options))
+        }
+        Command::Status(args) => {
+            let status = runtime.block_on(loophost::status::fetch(args.addr))?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", loophost::status::table(&status));
+            }
+            Ok(0)
         }
         Command::Check(args) => {
             for w in loophost::up::check(&args.manifests)? {
@@ -151,14 +185,18 @@ fn real_main(cli: Cli, runtime: &tokio::runtime::Runtime) -> Result<i32> {
 
 async fn run(args: RunArgs) -> Result<i32> {
     let background = args.with.iter().map(|s| parse_with(s)).collect::<Result<Vec<_>>>()?;
-    let env = args
-        .env
-        .iter()
-        .map(|kv| match kv.split_once('=') {
-            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-            _ => bail!("--env {kv:?}: expected KEY=VALUE"),
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let mut env = Vec::new();
+    for kv in &args.env {
+        match kv.split_once('=') {
+            Some((k, v)) if !k.is_empty() => env.push((k.to_string(), v.to_string())),
+            // `--env NAME` passes the host's value on, as `wasmtime run` does.
+            None if !kv.is_empty() => match std::env::var(kv) {
+                Ok(value) => env.push((kv.clone(), value)),
+                Err(_) => tracing::warn!("--env {kv}: not set in loophost's environment; not passed on"),
+            },
+            _ => bail!("--env {kv:?}: expected KEY=VALUE, or NAME to pass on the host's value"),
+        }
+    }
     let options = RunOptions {
         env,
         policy: loophost::policy::from_flags(&args.allow_egress, &args.allow_lookup)?,

@@ -10,6 +10,7 @@
 //! wasm = "kv.wasm"               # relative to this file
 //! args = ["--listen", "127.0.0.1:6379"]
 //! env = { LOG = "debug" }
+//! env_from_host = ["KUBERNETES_SERVICE_HOST"] # passed on from loophost's own environment
 //! config = { max_keys = "1000" } # exposed to the guest as env vars CONFIG_MAX_KEYS=...
 //! ports = [6379]                 # the service is ready when it listens on all of them
 //! restart = "on-failure"         # always | on-failure | never
@@ -119,6 +120,8 @@ struct RawService {
     #[serde(default)]
     env: BTreeMap<String, String>,
     #[serde(default)]
+    env_from_host: Vec<String>,
+    #[serde(default)]
     config: BTreeMap<String, String>,
     #[serde(default)]
     ports: Vec<u16>,
@@ -145,6 +148,8 @@ struct RawComponent {
     args: Vec<String>,
     #[serde(default)]
     env: BTreeMap<String, String>,
+    #[serde(default)]
+    env_from_host: Vec<String>,
     #[serde(default)]
     config: BTreeMap<String, String>,
     route: Option<String>,
@@ -249,7 +254,7 @@ fn validate(file: &str, base: &Path, raw: RawWorkload) -> Result<Workload> {
             name: s.name,
             wasm,
             args: s.args,
-            env: env_with_config(s.env, s.config),
+            env: environment(file, &at, s.env, &s.env_from_host, s.config)?,
             ports: s.ports,
             restart: s.restart,
             max_restarts: s.max_restarts,
@@ -280,7 +285,7 @@ fn validate(file: &str, base: &Path, raw: RawWorkload) -> Result<Workload> {
             name: c.name,
             wasm,
             args: c.args,
-            env: env_with_config(c.env, c.config),
+            env: environment(file, &at, c.env, &c.env_from_host, c.config)?,
             route: c.route.as_deref().map(normalize_route),
             policy: policy(file, &at, &c.sockets)?,
         });
@@ -391,14 +396,39 @@ fn policy(file: &str, at: &str, sockets: &RawSockets) -> Result<Policy> {
         .with_context(|| format!("{file}: {at} sockets"))
 }
 
-fn env_with_config(env: BTreeMap<String, String>, config: BTreeMap<String, String>) -> Vec<(String, String)> {
+/// The guest's environment: `env`, then `env_from_host` (values read from
+/// loophost's own environment now), then `config` as `CONFIG_*`.
+fn environment(
+    file: &str,
+    at: &str,
+    env: BTreeMap<String, String>,
+    from_host: &[String],
+    config: BTreeMap<String, String>,
+) -> Result<Vec<(String, String)>> {
     let mut out: Vec<(String, String)> = env.into_iter().collect();
+    for name in from_host {
+        if name.is_empty() || name.contains('=') || name.contains('\0') {
+            bail!("{file}: {at} env_from_host: {name:?} is not an environment variable name");
+        }
+        if out.iter().any(|(k, _)| k == name) {
+            bail!("{file}: {at} env_from_host: {name} is also set in env; keep one of the two");
+        }
+        let Some(value) = std::env::var_os(name) else {
+            bail!(
+                "{file}: {at} env_from_host: {name} is not set in loophost's environment; set it, or remove it from env_from_host"
+            );
+        };
+        let Ok(value) = value.into_string() else {
+            bail!("{file}: {at} env_from_host: the value of {name} is not UTF-8");
+        };
+        out.push((name.clone(), value));
+    }
     out.extend(
         config
             .into_iter()
             .map(|(k, v)| (format!("CONFIG_{}", k.to_ascii_uppercase()), v)),
     );
-    out
+    Ok(out)
 }
 
 /// `/api/` and `/api` are the same route.

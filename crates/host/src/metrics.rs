@@ -5,6 +5,7 @@ use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram, UpDownCounter};
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use wasi_sockets_virt::{DenyReason, NetworkObserver, SocketUse};
@@ -66,19 +67,43 @@ pub fn instruments() -> &'static Instruments {
     })
 }
 
+/// Traffic to one service's ports, kept for `loophost up`'s status (the
+/// instruments above are write-only).
+#[derive(Default, Debug)]
+pub struct ServiceTraffic {
+    pub open: AtomicU64,
+    pub total: AtomicU64,
+    /// Bytes of closed connections, from the service's point of view.
+    pub received: AtomicU64,
+    pub sent: AtomicU64,
+}
+
 /// Feeds one workload's virtual-network events into the instruments.
 pub struct NetworkMetrics {
     workload: String,
     /// Port -> service name, to label connections with the service.
     services: HashMap<u16, String>,
+    /// Port -> that service's traffic counters (one per service, shared by its ports).
+    traffic: HashMap<u16, Arc<ServiceTraffic>>,
 }
 
 impl NetworkMetrics {
     pub fn new(workload: &str, services: HashMap<u16, String>) -> Arc<Self> {
+        let mut by_service: HashMap<&str, Arc<ServiceTraffic>> = HashMap::new();
+        let traffic = services
+            .iter()
+            .map(|(&port, name)| (port, by_service.entry(name).or_default().clone()))
+            .collect();
         Arc::new(NetworkMetrics {
             workload: workload.to_string(),
             services,
+            traffic,
         })
+    }
+
+    /// The counters of the service that declared `port`.
+    pub fn traffic(&self, port: u16) -> Option<Arc<ServiceTraffic>> {
+        self.traffic.get(&port).cloned()
     }
 
     fn attrs(&self, addr: SocketAddr) -> Vec<KeyValue> {
@@ -95,6 +120,10 @@ impl NetworkMetrics {
 
 impl NetworkObserver for NetworkMetrics {
     fn connection_opened(&self, listener: SocketAddr) {
+        if let Some(t) = self.traffic.get(&listener.port()) {
+            t.open.fetch_add(1, Ordering::Relaxed);
+            t.total.fetch_add(1, Ordering::Relaxed);
+        }
         let attrs = self.attrs(listener);
         instruments().connections_opened.add(1, &attrs);
         instruments().connections_active.add(1, &attrs);
@@ -105,6 +134,11 @@ impl NetworkObserver for NetworkMetrics {
     }
 
     fn connection_closed(&self, listener: SocketAddr, to_listener: u64, from_listener: u64) {
+        if let Some(t) = self.traffic.get(&listener.port()) {
+            t.open.fetch_sub(1, Ordering::Relaxed);
+            t.received.fetch_add(to_listener, Ordering::Relaxed);
+            t.sent.fetch_add(from_listener, Ordering::Relaxed);
+        }
         let attrs = self.attrs(listener);
         instruments().connections_active.add(-1, &attrs);
         let with = |direction: &'static str| {

@@ -1,4 +1,5 @@
-//! Guest stdout/stderr as host log lines, each tagged with who wrote it.
+//! Guest stdout/stderr as host log lines, each tagged with who wrote it
+//! (and, for `loophost run`, also written to the terminal as they are).
 
 use bytes::Bytes;
 use std::io;
@@ -25,6 +26,34 @@ pub struct LogOutput {
     partial: Arc<Mutex<Vec<u8>>>,
     /// For services: the connection the guest is serving, when unambiguous.
     connection: Option<ConnectionContext>,
+    /// Also write the bytes, unchanged, to this stream of the host.
+    echo: Option<Echo>,
+}
+
+/// The host stream a [`LogOutput`] echoes to.
+#[derive(Clone, Copy, Debug)]
+pub enum Echo {
+    Stdout,
+    Stderr,
+}
+
+impl Echo {
+    fn write(self, bytes: &[u8]) {
+        use std::io::Write;
+        // A closed terminal or pipe is the guest's problem no more than ours:
+        // the line still becomes a log record.
+        let _ = match self {
+            Echo::Stdout => std::io::stdout().lock().write_all(bytes),
+            Echo::Stderr => std::io::stderr().lock().write_all(bytes),
+        };
+    }
+
+    fn is_terminal(self) -> bool {
+        match self {
+            Echo::Stdout => std::io::IsTerminal::is_terminal(&std::io::stdout()),
+            Echo::Stderr => std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        }
+    }
 }
 
 impl LogOutput {
@@ -33,7 +62,16 @@ impl LogOutput {
             origin: Arc::new(origin),
             partial: Arc::default(),
             connection: None,
+            echo: None,
         }
+    }
+
+    /// Also writes everything, as is, to the host's `echo` stream (for
+    /// `loophost run`, where the terminal shows guest output verbatim and
+    /// the log lines go only to the exporter).
+    pub fn echoing_to(mut self, echo: Echo) -> Self {
+        self.echo = Some(echo);
+        self
     }
 
     /// Lines written while the store serves exactly one connection are
@@ -59,6 +97,9 @@ impl LogOutput {
     }
 
     fn push(&self, bytes: &[u8]) {
+        if let Some(echo) = self.echo {
+            echo.write(bytes);
+        }
         let mut partial = self.partial.lock().unwrap_or_else(|e| e.into_inner());
         // Emit every complete line in one pass; keep only the unfinished tail.
         let mut rest = bytes;
@@ -94,7 +135,7 @@ impl Drop for LogOutput {
 
 impl IsTerminal for LogOutput {
     fn is_terminal(&self) -> bool {
-        false
+        self.echo.is_some_and(Echo::is_terminal)
     }
 }
 

@@ -2,6 +2,7 @@
 //! background components on the same virtual network.
 
 use crate::component;
+use crate::output::{Echo, LogOutput, Origin};
 use crate::state::{self, HostState};
 use anyhow::{Context, Result};
 use std::net::SocketAddr;
@@ -76,11 +77,23 @@ impl Prepared {
     ) -> Result<i32> {
         let mut wasi = self.wasi();
         wasi.inherit_stdio().envs(env);
+        // With export on, output is also turned into log records (with the
+        // component's trace context), as in `up`; the terminal still gets
+        // every byte as written.
+        if crate::telemetry::export_enabled() {
+            let origin = |stream| Origin {
+                workload: "run".to_string(),
+                name: self.name(),
+                stream,
+            };
+            wasi.stdout(LogOutput::new(origin("stdout")).echoing_to(Echo::Stdout))
+                .stderr(LogOutput::new(origin("stderr")).echoing_to(Echo::Stderr));
+        }
         if let Some(pipe) = stdout {
             wasi.stdout(pipe);
         }
         let span = tracing::info_span!("component run", "component.name" = %self.name());
-        let state = HostState::new(wasi.build(), network, policy, Arc::default());
+        let state = HostState::new(wasi.build(), network, policy);
         self.run_state(state).instrument(span).await
     }
 

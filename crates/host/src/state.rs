@@ -1,7 +1,6 @@
 //! What every store holds, and the linkers that go with it.
 
 use crate::http::LoopbackHttpHooks;
-use std::collections::HashSet;
 use std::sync::Arc;
 use wasi_sockets_virt::{Policy, SocketsCtx, SocketsCtxView, SocketsView, VirtualNetwork};
 use wasmtime::Engine;
@@ -20,25 +19,15 @@ pub struct HostState {
 }
 
 impl HostState {
-    /// State for one instance on `network`, routed by `policy`; outgoing
-    /// HTTP to any of `service_names` stays on the virtual network.
-    pub fn new(
-        wasi: WasiCtx,
-        network: &VirtualNetwork,
-        policy: Arc<Policy>,
-        service_names: Arc<HashSet<String>>,
-    ) -> Self {
-        Self::from_parts(
-            wasi,
-            SocketsCtx::with_shared_policy(network.clone(), policy),
-            service_names,
-        )
+    /// State for one instance on `network`, routed by `policy`.
+    pub fn new(wasi: WasiCtx, network: &VirtualNetwork, policy: Arc<Policy>) -> Self {
+        Self::from_parts(wasi, SocketsCtx::with_shared_policy(network.clone(), policy))
     }
 
     /// State around an existing socket context (when the WASI context needs
     /// something from it, e.g. its connection context for log attribution).
-    pub fn from_parts(wasi: WasiCtx, sockets: SocketsCtx, service_names: Arc<HashSet<String>>) -> Self {
-        let http_hooks = LoopbackHttpHooks::new(sockets.network().clone(), sockets.shared_policy(), service_names);
+    pub fn from_parts(wasi: WasiCtx, sockets: SocketsCtx) -> Self {
+        let http_hooks = LoopbackHttpHooks::new(sockets.network().clone(), sockets.shared_policy());
         HostState {
             table: ResourceTable::new(),
             wasi,

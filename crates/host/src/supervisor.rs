@@ -7,7 +7,6 @@ use crate::manifest::{RestartPolicy, Service};
 use crate::output::{LogOutput, Origin};
 use crate::run::Prepared;
 use crate::state::HostState;
-use std::collections::HashSet;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -51,6 +50,8 @@ pub struct ServiceStatus {
     pub restarts: u32,
     /// Why the last incarnation ended.
     pub last_exit: Option<String>,
+    /// When the running incarnation started (`None` while none runs).
+    pub since: Option<Instant>,
 }
 
 pub struct ServiceSupervisor {
@@ -68,6 +69,7 @@ impl ServiceSupervisor {
                 state: ServiceState::Starting,
                 restarts: 0,
                 last_exit: None,
+                since: None,
             }),
         })
     }
@@ -82,12 +84,7 @@ impl ServiceSupervisor {
 
     /// Runs the service until it is done for good (or the task is aborted,
     /// which drops the running instance).
-    pub async fn supervise(
-        self: Arc<Self>,
-        prepared: Arc<Prepared>,
-        network: VirtualNetwork,
-        service_names: Arc<HashSet<String>>,
-    ) {
+    pub async fn supervise(self: Arc<Self>, prepared: Arc<Prepared>, network: VirtualNetwork) {
         let svc = &self.service;
         let policy = Arc::new(svc.policy.clone());
         // Ready = listening on all declared ports (on the loopback).
@@ -101,8 +98,11 @@ impl ServiceSupervisor {
         // these, so a service that fails once a day is not given up on.
         let mut consecutive = 0;
         loop {
-            self.update(|s| s.state = ServiceState::Starting);
-            let state = self.instance_state(&prepared, &network, policy.clone(), service_names.clone());
+            self.update(|s| {
+                s.state = ServiceState::Starting;
+                s.since = Some(Instant::now());
+            });
+            let state = self.instance_state(&prepared, &network, policy.clone());
             let started = Instant::now();
             let mut ready_since = None;
             let (namespace, name) = self.workload.split_once('/').unwrap_or(("default", &self.workload));
@@ -128,7 +128,10 @@ impl ServiceSupervisor {
                 Ok(code) => (true, format!("exited with code {code}")),
                 Err(err) => (true, crate::run::one_line(err)),
             };
-            self.update(|s| s.last_exit = Some(cause.clone()));
+            self.update(|s| {
+                s.last_exit = Some(cause.clone());
+                s.since = None;
+            });
             let restart = match svc.restart {
                 RestartPolicy::Always => true,
                 RestartPolicy::OnFailure => failed,
@@ -177,13 +180,7 @@ impl ServiceSupervisor {
         }
     }
 
-    fn instance_state(
-        &self,
-        prepared: &Prepared,
-        network: &VirtualNetwork,
-        policy: Arc<Policy>,
-        service_names: Arc<HashSet<String>>,
-    ) -> HostState {
+    fn instance_state(&self, prepared: &Prepared, network: &VirtualNetwork, policy: Arc<Policy>) -> HostState {
         let origin = |stream| Origin {
             workload: self.workload.clone(),
             name: self.service.name.clone(),
@@ -197,6 +194,6 @@ impl ServiceSupervisor {
         wasi.envs(&self.service.env)
             .stdout(LogOutput::new(origin("stdout")).with_connection_context(context.clone()))
             .stderr(LogOutput::new(origin("stderr")).with_connection_context(context));
-        HostState::from_parts(wasi.build(), sockets, service_names)
+        HostState::from_parts(wasi.build(), sockets)
     }
 }

@@ -67,11 +67,23 @@ fn resource() -> Resource {
 
 /// Installs the global subscriber (console + optional export). Call inside a
 /// tokio runtime: the exporters run on it.
-pub fn init(console: Option<&str>, default_console: &str, export_level: Option<&str>) -> Telemetry {
-    let console_filter = match console {
+///
+/// `guest_lines_on_console`: whether guest output lines (target `guest`) are
+/// printed as log lines (`up`), or are left to the terminal (`run` writes
+/// them there verbatim, so the console must not repeat them).
+pub fn init(
+    console: Option<&str>,
+    default_console: &str,
+    export_level: Option<&str>,
+    guest_lines_on_console: bool,
+) -> Telemetry {
+    let mut console_filter = match console {
         Some(level) => EnvFilter::new(level),
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_console)),
     };
+    if !guest_lines_on_console && let Ok(off) = "guest=off".parse() {
+        console_filter = console_filter.add_directive(off);
+    }
     // Colors only for a terminal: logs piped to files or collectors stay plain.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let console_layer = tracing_subscriber::fmt::layer()

@@ -10,7 +10,6 @@ use crate::state::{self, HostState};
 use crate::supervisor::{ServiceState, ServiceSupervisor};
 use anyhow::{Context, Result};
 use hyper::body::Incoming;
-use std::collections::HashSet;
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
@@ -35,6 +34,8 @@ pub struct UpOptions {
     pub ready_timeout: Duration,
     /// How long in-flight requests get after SIGINT/SIGTERM.
     pub drain_timeout: Duration,
+    /// Serve `GET /.loophost/status` on the HTTP listener.
+    pub status: bool,
 }
 
 /// An HTTP component, compiled and linked once, instantiated per request.
@@ -53,7 +54,7 @@ struct WorkloadRuntime {
     name: String,
     namespace: String,
     network: VirtualNetwork,
-    service_names: Arc<HashSet<String>>,
+    metrics: Arc<crate::metrics::NetworkMetrics>,
     supervisors: Vec<Arc<ServiceSupervisor>>,
 }
 
@@ -109,6 +110,28 @@ fn prepare_component(engine: &Engine, http: bool, wasm: &std::path::Path, args: 
     Ok(Prepped::Http(pre))
 }
 
+/// The private domain of workload names: `<service>.<workload>.loophost.internal`.
+pub const WORKLOAD_DOMAIN: &str = "loophost.internal";
+
+/// A workload's private network. Its services are reachable by name, as in a
+/// pod or a Compose project: `kv`, `kv.<workload>.loophost.internal` and
+/// `kv.<workload>.<namespace>.loophost.internal` all resolve to the virtual
+/// loopback; names of other workloads do not exist there.
+fn workload_network(w: &Workload, observer: Arc<crate::metrics::NetworkMetrics>) -> VirtualNetwork {
+    let network = VirtualNetwork::with_observer(wasi_sockets_virt::NetworkConfig::default(), observer);
+    network.add_private_domain(WORKLOAD_DOMAIN);
+    let loopback = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
+    for s in &w.services {
+        network.add_name(&s.name, loopback.clone());
+        network.add_name(&format!("{}.{}.{WORKLOAD_DOMAIN}", s.name, w.name), loopback.clone());
+        network.add_name(
+            &format!("{}.{}.{}.{WORKLOAD_DOMAIN}", s.name, w.name, w.namespace),
+            loopback.clone(),
+        );
+    }
+    network
+}
+
 /// The engine for `up`: many short-lived instances, so the pooling allocator.
 fn pooled_engine() -> Result<Engine> {
     let mut pool = PoolingAllocationConfig::default();
@@ -152,8 +175,8 @@ pub async fn up(options: UpOptions) -> Result<i32> {
             id: format!("{}/{}", w.namespace, w.name),
             name: w.name.clone(),
             namespace: w.namespace.clone(),
-            network: VirtualNetwork::with_observer(wasi_sockets_virt::NetworkConfig::default(), observer),
-            service_names: Arc::new(w.services.iter().map(|s| s.name.clone()).collect()),
+            network: workload_network(w, observer.clone()),
+            metrics: observer,
             supervisors: w
                 .services
                 .iter()
@@ -227,7 +250,7 @@ pub async fn up(options: UpOptions) -> Result<i32> {
     drop(_startup);
     let mut tasks = JoinSet::new();
     for (runtime, sup, prepared) in services {
-        tasks.spawn(sup.supervise(prepared, runtime.network.clone(), runtime.service_names.clone()));
+        tasks.spawn(sup.supervise(prepared, runtime.network.clone()));
     }
     for (listener, network, port) in published {
         tasks.spawn(forward_published(listener, network, port));
@@ -246,12 +269,7 @@ pub async fn up(options: UpOptions) -> Result<i32> {
             wasi.envs(&c.env)
                 .stdout(LogOutput::new(origin("stdout")))
                 .stderr(LogOutput::new(origin("stderr")));
-            let state = HostState::new(
-                wasi.build(),
-                &runtime.network,
-                Arc::new(c.policy.clone()),
-                runtime.service_names.clone(),
-            );
+            let state = HostState::new(wasi.build(), &runtime.network, Arc::new(c.policy.clone()));
             let span = tracing::info_span!("job", "component.name" = %c.name, "workload.name" = %runtime.name,
                 "workload.namespace" = %runtime.namespace);
             let result = prepared.run_state(state).instrument(span).await;
@@ -269,8 +287,9 @@ pub async fn up(options: UpOptions) -> Result<i32> {
     let mut routes: Vec<Arc<HttpComponent>> = http_components.into_iter().map(Arc::new).collect();
     routes.sort_by_key(|c| std::cmp::Reverse(c.route.len()));
     let routes = Arc::new(routes);
+    let status = options.status.then(|| Arc::new(status_views(&runtimes, &workloads)));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let server = tokio::spawn(serve_http(http_listener, engine.clone(), routes, stop_rx));
+    let server = tokio::spawn(serve_http(http_listener, engine.clone(), routes, status, stop_rx));
 
     shutdown_signal().await;
     tracing::info!("shutting down: draining in-flight requests");
@@ -300,6 +319,39 @@ pub async fn up(options: UpOptions) -> Result<i32> {
     Ok(if drained && jobs_ok && services_ok { 0 } else { 1 })
 }
 
+/// What `/.loophost/status` reports on.
+fn status_views(runtimes: &[Arc<WorkloadRuntime>], workloads: &[Workload]) -> Vec<crate::status::WorkloadView> {
+    runtimes
+        .iter()
+        .zip(workloads)
+        .map(|(r, w)| crate::status::WorkloadView {
+            id: r.id.clone(),
+            services: r
+                .supervisors
+                .iter()
+                .map(|sup| {
+                    let traffic = sup
+                        .service
+                        .ports
+                        .first()
+                        .and_then(|&port| r.metrics.traffic(port))
+                        .unwrap_or_default();
+                    (sup.clone(), traffic)
+                })
+                .collect(),
+            components: w
+                .components
+                .iter()
+                .map(|c| crate::status::ComponentReport {
+                    name: c.name.clone(),
+                    kind: if c.route.is_some() { "http" } else { "job" }.to_string(),
+                    route: c.route.clone(),
+                })
+                .collect(),
+        })
+        .collect()
+}
+
 /// Waits until every service listens on its ports, or the timeout.
 async fn wait_ready(runtimes: &[Arc<WorkloadRuntime>], timeout: Duration) {
     let deadline = tokio::time::Instant::now() + timeout;
@@ -324,7 +376,12 @@ async fn wait_ready(runtimes: &[Arc<WorkloadRuntime>], timeout: Duration) {
 /// A published port as bound: workload id, service name, real address, virtual port.
 type PublishedAt = (String, String, SocketAddr, u16);
 
-fn print_status(runtimes: &[Arc<WorkloadRuntime>], http: &[HttpComponent], published: &[PublishedAt], addr: SocketAddr) {
+fn print_status(
+    runtimes: &[Arc<WorkloadRuntime>],
+    http: &[HttpComponent],
+    published: &[PublishedAt],
+    addr: SocketAddr,
+) {
     println!(
         "{:<24} {:<16} {:<8} {:<12} {:<9} DETAILS",
         "WORKLOAD", "NAME", "KIND", "STATE", "RESTARTS"
@@ -360,6 +417,7 @@ async fn serve_http(
     listener: TcpListener,
     engine: Engine,
     routes: Arc<Vec<Arc<HttpComponent>>>,
+    status: Option<Arc<Vec<crate::status::WorkloadView>>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut connections = JoinSet::new();
@@ -375,11 +433,18 @@ async fn serve_http(
                         continue;
                     }
                 };
-                let (engine, routes, mut stop) = (engine.clone(), routes.clone(), stop.clone());
+                let (engine, routes, status, mut stop) = (engine.clone(), routes.clone(), status.clone(), stop.clone());
                 connections.spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
-                        let (engine, routes) = (engine.clone(), routes.clone());
-                        async move { Ok::<_, Infallible>(dispatch(&engine, &routes, req).await) }
+                        let (engine, routes, status) = (engine.clone(), routes.clone(), status.clone());
+                        async move {
+                            if let Some(views) = status.as_deref()
+                                && req.uri().path() == crate::status::PATH
+                            {
+                                return Ok::<_, Infallible>(status_response(views));
+                            }
+                            Ok(dispatch(&engine, &routes, req).await)
+                        }
                     });
                     let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service);
                     tokio::pin!(conn);
@@ -399,6 +464,22 @@ async fn serve_http(
     }
     drop(listener);
     while connections.join_next().await.is_some() {}
+}
+
+fn status_response(
+    views: &[crate::status::WorkloadView],
+) -> hyper::Response<wasmtime_wasi_http::p2::body::HyperOutgoingBody> {
+    match serde_json::to_vec_pretty(&crate::status::snapshot(views)) {
+        Ok(json) => {
+            let mut response = http::text(200, json);
+            response.headers_mut().insert(
+                ::http::header::CONTENT_TYPE,
+                ::http::HeaderValue::from_static("application/json"),
+            );
+            response
+        }
+        Err(err) => http::text(500, format!("status: {err}\n")),
+    }
 }
 
 /// Routes a request by path prefix to a fresh instance of its component.
@@ -441,12 +522,7 @@ async fn dispatch(
         wasi.envs(&c.env)
             .stdout(LogOutput::new(origin("stdout")))
             .stderr(LogOutput::new(origin("stderr")));
-        let state = HostState::new(
-            wasi.build(),
-            &c.workload.network,
-            c.policy.clone(),
-            c.workload.service_names.clone(),
-        );
+        let state = HostState::new(wasi.build(), &c.workload.network, c.policy.clone());
         let invoke = tracing::info_span!("component invocation", "component.name" = %c.name,
             "workload.name" = %c.workload.name, "workload.namespace" = %c.workload.namespace);
         match http::handle(&c.pre, component::new_store(engine, state), request)

@@ -61,6 +61,7 @@ mod error;
 mod host;
 mod host_stream;
 mod lookup;
+mod names;
 mod network;
 mod pipe;
 mod policy;
@@ -72,6 +73,7 @@ mod udp;
 pub use bindings::network::ErrorCode;
 pub use error::{SocketError, SocketResult};
 pub use host_stream::VirtualTcpStream;
+pub use names::NameAnswer;
 pub use network::{NetworkConfig, NetworkObserver, NetworkStats, VirtualNetwork};
 pub use policy::{AddressRule, DenyReason, NameLookup, Policy, Route, SocketUse};
 

@@ -1,9 +1,10 @@
-//! Name resolution: `localhost` and IP literals are answered here, without
-//! the OS resolver; other names go to the host resolver only if the policy
-//! allows them, and are otherwise `name-unresolvable`.
+//! Name resolution, in this order: IP literals and `localhost`; the
+//! network's own names (see [`crate::NameAnswer`]); then the host resolver,
+//! only for names the policy allows. Anything else is `name-unresolvable`.
 
-use crate::Policy;
 use crate::bindings::network::ErrorCode;
+use crate::names::NameAnswer;
+use crate::{Policy, VirtualNetwork};
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::pin::Pin;
@@ -24,7 +25,7 @@ enum Lookup {
 
 impl ResolveAddressStream {
     /// Starts resolving `name`. Errors known without a lookup come back at once.
-    pub(crate) fn start(policy: &Policy, name: &str) -> Result<Self, ErrorCode> {
+    pub(crate) fn start(network: &VirtualNetwork, policy: &Policy, name: &str) -> Result<Self, ErrorCode> {
         let done = |addrs: Vec<IpAddr>| ResolveAddressStream {
             state: Lookup::Done(Ok(addrs.into_iter())),
         };
@@ -42,13 +43,22 @@ impl ResolveAddressStream {
                 IpAddr::V6(Ipv6Addr::LOCALHOST),
             ]));
         }
+        let unresolvable = || ResolveAddressStream {
+            state: Lookup::Done(Err(ErrorCode::NameUnresolvable)),
+        };
+        match network.lookup_name(&host) {
+            NameAnswer::Addresses(addrs) => return Ok(done(addrs)),
+            NameAnswer::NoSuchName => {
+                tracing::debug!(name = %host, "no such name on this network");
+                return Ok(unresolvable());
+            }
+            NameAnswer::NotOurs => {}
+        }
         if !policy.may_resolve(&host) {
             // Reported like a name that does not exist (through the stream,
             // as a resolver would): the workload's world has no such name.
             tracing::debug!(name = %host, "name lookup denied by policy");
-            return Ok(ResolveAddressStream {
-                state: Lookup::Done(Err(ErrorCode::NameUnresolvable)),
-            });
+            return Ok(unresolvable());
         }
         let future = async move {
             let addrs = tokio::net::lookup_host((host.as_str(), 0)).await.map_err(|err| {
@@ -115,7 +125,11 @@ mod tests {
     use super::*;
 
     fn resolve_now(name: &str) -> Result<Vec<IpAddr>, ErrorCode> {
-        let mut stream = ResolveAddressStream::start(&Policy::default(), name)?;
+        resolve_on(&VirtualNetwork::new(), &Policy::default(), name)
+    }
+
+    fn resolve_on(network: &VirtualNetwork, policy: &Policy, name: &str) -> Result<Vec<IpAddr>, ErrorCode> {
+        let mut stream = ResolveAddressStream::start(network, policy, name)?;
         let mut out = Vec::new();
         while let Some(ip) = stream.next()? {
             out.push(ip);
@@ -139,5 +153,31 @@ mod tests {
         assert_eq!(resolve_now("example.com").err(), Some(ErrorCode::NameUnresolvable));
         assert_eq!(resolve_now("not a name").err(), Some(ErrorCode::InvalidArgument));
         assert_eq!(resolve_now("").err(), Some(ErrorCode::InvalidArgument));
+    }
+
+    #[test]
+    fn the_networks_names_come_first_and_its_private_domain_never_reaches_the_resolver() {
+        let network = VirtualNetwork::new();
+        network.add_name("kv", vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]);
+        network.add_name("kv.shop.loophost.internal", vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]);
+        network.add_private_domain("loophost.internal");
+        let any = Policy {
+            name_lookup: crate::NameLookup::Any,
+            ..Policy::default()
+        };
+        for name in ["kv", "KV.", "kv.shop.loophost.internal"] {
+            assert_eq!(
+                resolve_on(&network, &Policy::default(), name),
+                Ok(vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]),
+                "{name}"
+            );
+        }
+        // Another workload's name: unresolvable even with every lookup allowed.
+        assert_eq!(
+            resolve_on(&network, &any, "kv.other.loophost.internal"),
+            Err(ErrorCode::NameUnresolvable)
+        );
+        // A network without the name knows nothing of it.
+        assert_eq!(resolve_now("kv"), Err(ErrorCode::NameUnresolvable));
     }
 }

@@ -6,13 +6,14 @@
 //! pipes and queues the server's end in the listener's backlog; the server's
 //! `accept` pops it. Nothing touches the kernel.
 
+use crate::names::{NameAnswer, NameTable};
 use crate::pipe::Pipe;
 use crate::udp::Datagram;
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 use tokio::sync::Notify;
 
@@ -76,6 +77,8 @@ struct Inner {
     open_connections: Arc<AtomicUsize>,
     /// Woken whenever a socket starts listening.
     listener_added: Notify,
+    /// Names this network answers itself (see [`crate::NameAnswer`]).
+    names: RwLock<NameTable>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -178,6 +181,34 @@ impl VirtualNetwork {
             }
             added.await;
         }
+    }
+
+    /// Makes `name` resolve to `addrs` for every store on this network
+    /// (`ip-name-lookup`, and embedders that call [`VirtualNetwork::lookup_name`]),
+    /// without the OS resolver. Replaces an earlier entry of the same name.
+    pub fn add_name(&self, name: &str, addrs: Vec<IpAddr>) {
+        self.names_mut().insert(name, addrs);
+    }
+
+    /// Forgets a name added with [`VirtualNetwork::add_name`].
+    pub fn remove_name(&self, name: &str) {
+        self.names_mut().remove(name);
+    }
+
+    /// Names under `domain` (e.g. `loophost.internal`) are answered only by
+    /// this network's names: one it lacks does not exist, even where the
+    /// policy lets other names reach the OS resolver.
+    pub fn add_private_domain(&self, domain: &str) {
+        self.names_mut().add_private_domain(domain);
+    }
+
+    /// What this network's names say about `name`.
+    pub fn lookup_name(&self, name: &str) -> NameAnswer {
+        self.inner.names.read().unwrap_or_else(|e| e.into_inner()).lookup(name)
+    }
+
+    fn names_mut(&self) -> std::sync::RwLockWriteGuard<'_, NameTable> {
+        self.inner.names.write().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Declares that something will listen on `addr` (the unspecified

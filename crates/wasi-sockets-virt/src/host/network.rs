@@ -39,7 +39,7 @@ impl ip_name_lookup::Host for SocketsCtxView<'_> {
         name: String,
     ) -> Result<Resource<ResolveAddressStream>, SocketError> {
         self.table.get(&network)?;
-        let stream = ResolveAddressStream::start(&self.ctx.policy, &name)?;
+        let stream = ResolveAddressStream::start(&self.ctx.network, &self.ctx.policy, &name)?;
         Ok(self.table.push(stream)?)
     }
 }
