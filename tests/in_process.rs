@@ -134,3 +134,34 @@ async fn ports_are_released_when_a_store_is_dropped() {
     wait_listening(&network, "127.0.0.1:7300").await;
     again.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_store_resets_its_connections() {
+    let engine = loophost::component::engine().expect("engine");
+    let network = VirtualNetwork::new();
+    let server = prepared(&engine, "echo-server", &["127.0.0.1:7400"]);
+    let client = prepared(&engine, "tcp-client", &["until-reset", "127.0.0.1:7400"]);
+    let (server_task, _) = spawn(&server, &network);
+    wait_listening(&network, "127.0.0.1:7400").await;
+    let (client_task, client_out) = spawn(&client, &network);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while network.stats().open_connections == 0 {
+        assert!(Instant::now() < deadline, "the client never connected");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The server's task is cancelled (the host stopping it), not trapped.
+    server_task.abort();
+    let _ = server_task.await;
+    tokio::time::timeout(Duration::from_secs(30), client_task)
+        .await
+        .expect("client ended")
+        .expect("join")
+        .expect("client ran");
+    let out = text(&client_out);
+    assert!(out.contains("ended "), "{out}");
+    assert!(
+        !out.contains("ended EOF"),
+        "a cancelled peer is a reset, not a clean end: {out}"
+    );
+}

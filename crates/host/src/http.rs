@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 use tracing::Instrument;
 use wasi_sockets_virt::{NameAnswer, Policy, Route, SocketUse, VirtualNetwork};
 use wasmtime_wasi_http::io::TokioIo;
@@ -64,58 +65,91 @@ impl WasiHttpHooks for LoopbackHttpHooks {
                 .to_ascii_lowercase();
             let tls = uri.scheme() == Some(&Scheme::HTTPS);
             let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-            let ip: Option<IpAddr> = if host == "localhost" {
-                Some(IpAddr::from([127, 0, 0, 1]))
-            } else if let Ok(ip) = host.parse::<IpAddr>() {
-                Some(ip.to_canonical())
-            } else {
-                match network.lookup_name(&host) {
-                    NameAnswer::Addresses(addrs) => match addrs.first() {
-                        Some(ip) => Some(*ip),
-                        None => return Err(dns_error()),
-                    },
-                    NameAnswer::NoSuchName => return Err(dns_error()),
-                    NameAnswer::NotOurs => None,
+            let timeouts = Timeouts::from(options);
+            // The addresses this request may go to, each checked by the
+            // policy; the connection is made to exactly these.
+            let (route, targets) = match destination(&network, &policy, &host).await? {
+                Destination::Address(ip) => {
+                    let addr = SocketAddr::new(ip, port);
+                    (policy.route(SocketUse::TcpConnect, addr), vec![addr])
+                }
+                // A name goes out only if every address it resolves to is
+                // allowed egress (a name is no way around the address rules).
+                Destination::Resolved(ips) => {
+                    let addrs: Vec<SocketAddr> = ips.into_iter().map(|ip| SocketAddr::new(ip, port)).collect();
+                    let all_real = !addrs.is_empty()
+                        && addrs
+                            .iter()
+                            .all(|a| policy.route(SocketUse::TcpConnect, *a) == Route::Host);
+                    let route = if all_real {
+                        Route::Host
+                    } else {
+                        Route::Deny(wasi_sockets_virt::DenyReason::EgressNotAllowed)
+                    };
+                    (route, addrs)
                 }
             };
-            let route = match ip {
-                Some(ip) => policy.route(SocketUse::TcpConnect, SocketAddr::new(ip, port)),
-                // A name goes out only if it may be resolved AND every address
-                // it resolves to is allowed egress (a name is no way around
-                // the address rules).
-                None if policy.may_resolve(&host) => match tokio::net::lookup_host((host.as_str(), port)).await {
-                    Ok(addrs) => {
-                        let routes: Vec<Route> = addrs
-                            .map(|a| policy.route(SocketUse::TcpConnect, SocketAddr::new(a.ip().to_canonical(), port)))
-                            .collect();
-                        if !routes.is_empty() && routes.iter().all(|r| *r == Route::Host) {
-                            Route::Host
-                        } else {
-                            Route::Deny(wasi_sockets_virt::DenyReason::EgressNotAllowed)
-                        }
+            match route {
+                Route::Virtual if tls => Err(HttpError::HttpProtocolError),
+                Route::Virtual => {
+                    let stream = tokio::time::timeout(timeouts.connect, network.connect(targets[0]))
+                        .await
+                        .map_err(|_| HttpError::ConnectionTimeout)?
+                        .map_err(|code| {
+                            tracing::debug!(addr = %targets[0], ?code, "virtual HTTP connect failed");
+                            match code {
+                                wasi_sockets_virt::ErrorCode::ConnectionRefused => HttpError::ConnectionRefused,
+                                _ => HttpError::ConnectionTerminated,
+                            }
+                        })?;
+                    send_over(stream, request, timeouts).await
+                }
+                Route::Host => {
+                    let tcp = connect_real(&targets, timeouts.connect).await?;
+                    if tls {
+                        let tls = tls_handshake(tcp, &host, timeouts.connect).await?;
+                        send_over(tls, request, timeouts).await
+                    } else {
+                        send_over(tcp, request, timeouts).await
                     }
-                    Err(_) => return Err(dns_error()),
-                },
-                None => Route::Deny(wasi_sockets_virt::DenyReason::EgressNotAllowed),
-            };
-            match (route, ip) {
-                (Route::Virtual, Some(ip)) if !tls => {
-                    send_virtual(&network, SocketAddr::new(ip, port), request, options).await
                 }
-                (Route::Virtual, _) => Err(HttpError::HttpProtocolError),
-                (Route::Host, _) => {
-                    let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-                    Ok((
-                        response.map(BodyExt::boxed_unsync),
-                        Box::new(io) as Box<dyn Future<Output = _> + Send>,
-                    ))
-                }
-                (Route::Deny(reason), _) => {
+                Route::Deny(reason) => {
                     tracing::debug!(%host, port, %reason, "outgoing HTTP request denied");
                     Err(HttpError::HttpRequestDenied)
                 }
             }
         })
+    }
+}
+
+/// Where a request's host name points.
+enum Destination {
+    /// An address literal, `localhost`, or a name of the workload's network.
+    Address(IpAddr),
+    /// A real name the policy lets out, resolved once.
+    Resolved(Vec<IpAddr>),
+}
+
+async fn destination(network: &VirtualNetwork, policy: &Policy, host: &str) -> Result<Destination, HttpError> {
+    if host == "localhost" {
+        return Ok(Destination::Address(IpAddr::from([127, 0, 0, 1])));
+    }
+    // As given: the policy sees `::ffff:127.0.0.1` as what it is.
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(Destination::Address(ip));
+    }
+    match network.lookup_name(host) {
+        NameAnswer::Addresses(addrs) => return addrs.first().copied().map(Destination::Address).ok_or_else(dns_error),
+        NameAnswer::NoSuchName => return Err(dns_error()),
+        NameAnswer::NotOurs => {}
+    }
+    if !policy.may_resolve(host) {
+        tracing::debug!(%host, "outgoing HTTP: name lookup denied by policy");
+        return Err(HttpError::HttpRequestDenied);
+    }
+    match network.resolve_real(host).await {
+        Ok(ips) if !ips.is_empty() => Ok(Destination::Resolved(ips)),
+        Ok(_) | Err(_) => Err(dns_error()),
     }
 }
 
@@ -126,36 +160,96 @@ fn dns_error() -> HttpError {
     }
 }
 
-/// HTTP/1.1 over a virtual connection.
-async fn send_virtual(
-    network: &VirtualNetwork,
-    addr: SocketAddr,
+/// The guest's timeouts (same defaults as upstream).
+#[derive(Clone, Copy)]
+struct Timeouts {
+    connect: Duration,
+    first_byte: Duration,
+    between_bytes: Duration,
+}
+
+impl From<Option<RequestOptions>> for Timeouts {
+    fn from(options: Option<RequestOptions>) -> Self {
+        let or_default = |t: Option<Duration>| t.unwrap_or(Duration::from_secs(600));
+        Timeouts {
+            connect: or_default(options.and_then(|o| o.connect_timeout)),
+            first_byte: or_default(options.and_then(|o| o.first_byte_timeout)),
+            between_bytes: or_default(options.and_then(|o| o.between_bytes_timeout)),
+        }
+    }
+}
+
+/// Connects to the first of `targets` that answers.
+async fn connect_real(targets: &[SocketAddr], timeout: Duration) -> Result<tokio::net::TcpStream, HttpError> {
+    let attempt = async {
+        let mut last = None;
+        for addr in targets {
+            match tokio::net::TcpStream::connect(addr).await {
+                Ok(tcp) => {
+                    let _ = tcp.set_nodelay(true);
+                    return Ok(tcp);
+                }
+                Err(err) => last = Some(err),
+            }
+        }
+        Err(match last {
+            Some(err) if err.kind() == std::io::ErrorKind::ConnectionRefused => HttpError::ConnectionRefused,
+            Some(err) => HttpError::Connect(err),
+            None => dns_error(),
+        })
+    };
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .map_err(|_| HttpError::ConnectionTimeout)?
+}
+
+/// TLS as wasmtime-wasi-http does it: the webpki roots, the host as server name.
+async fn tls_handshake(
+    tcp: tokio::net::TcpStream,
+    host: &str,
+    timeout: Duration,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, HttpError> {
+    use rustls::pki_types::ServerName;
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.into(),
+    };
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|_| HttpError::TlsProtocolError)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = match host.parse::<IpAddr>() {
+        Ok(ip) => ServerName::from(ip),
+        Err(_) => ServerName::try_from(host.to_string()).map_err(|_| HttpError::HttpRequestUriInvalid)?,
+    };
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    tokio::time::timeout(timeout, connector.connect(name, tcp))
+        .await
+        .map_err(|_| HttpError::ConnectionTimeout)?
+        .map_err(HttpError::Tls)
+}
+
+/// HTTP/1.1 over an established connection (virtual or real).
+async fn send_over<IO>(
+    io: IO,
     mut request: http::Request<WasiBody>,
-    options: Option<RequestOptions>,
+    timeouts: Timeouts,
 ) -> Result<
     (
         http::Response<WasiBody>,
         Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ),
     HttpError,
-> {
-    // The guest's timeouts apply as on the real network (same defaults as upstream).
-    let limit = |t: Option<std::time::Duration>| t.unwrap_or(std::time::Duration::from_secs(600));
-    let connect_timeout = limit(options.and_then(|o| o.connect_timeout));
-    let first_byte_timeout = limit(options.and_then(|o| o.first_byte_timeout));
-    let connect = async {
-        let stream = network.connect(addr).await.map_err(|code| {
-            tracing::debug!(%addr, ?code, "virtual HTTP connect failed");
-            match code {
-                wasi_sockets_virt::ErrorCode::ConnectionRefused => HttpError::ConnectionRefused,
-                _ => HttpError::ConnectionTerminated,
-            }
-        })?;
-        Ok::<_, HttpError>(hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?)
-    };
-    let (mut sender, conn) = tokio::time::timeout(connect_timeout, connect)
-        .await
-        .map_err(|_| HttpError::ConnectionTimeout)??;
+>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (mut sender, conn) = tokio::time::timeout(
+        timeouts.connect,
+        hyper::client::conn::http1::handshake(TokioIo::new(io)),
+    )
+    .await
+    .map_err(|_| HttpError::ConnectionTimeout)??;
     let driver = tokio::spawn(conn);
     // The request line carries only the path; the authority is in Host.
     let path = request
@@ -168,10 +262,11 @@ async fn send_virtual(
         .path_and_query(path)
         .build()
         .map_err(|_| HttpError::HttpRequestUriInvalid)?;
-    let response = tokio::time::timeout(first_byte_timeout, sender.send_request(request))
+    let response = tokio::time::timeout(timeouts.first_byte, sender.send_request(request))
         .await
         .map_err(|_| HttpError::ConnectionReadTimeout)??;
-    let response = response.map(|body| body.map_err(HttpError::from).boxed_unsync());
+    let between_bytes = timeouts.between_bytes;
+    let response = response.map(|body| BetweenBytes::new(body, between_bytes).boxed_unsync());
     let io = async move {
         match driver.await {
             Ok(result) => result.map_err(HttpError::from),
@@ -179,6 +274,55 @@ async fn send_virtual(
         }
     };
     Ok((response, Box::new(io)))
+}
+
+/// A response body that fails with `connection-read-timeout` when the next
+/// frame takes longer than the guest's between-bytes timeout.
+struct BetweenBytes {
+    body: Incoming,
+    limit: Duration,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl BetweenBytes {
+    fn new(body: Incoming, limit: Duration) -> Self {
+        BetweenBytes {
+            body,
+            limit,
+            deadline: Box::pin(tokio::time::sleep(limit)),
+        }
+    }
+}
+
+impl http_body::Body for BetweenBytes {
+    type Data = Bytes;
+    type Error = HttpError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, HttpError>>> {
+        use std::task::Poll;
+        match std::pin::Pin::new(&mut self.body).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let limit = self.limit;
+                self.deadline.as_mut().reset(tokio::time::Instant::now() + limit);
+                Poll::Ready(frame.map(|f| f.map_err(HttpError::from)))
+            }
+            Poll::Pending => match self.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(HttpError::ConnectionReadTimeout))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// Serves one request with a fresh instance of `pre`.

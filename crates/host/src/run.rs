@@ -117,8 +117,11 @@ impl Prepared {
                 }
             }
         }
-        let mut guard = AbortUnlessDone(Some(state.sockets.abort_handle()));
+        let abort = state.sockets.abort_handle();
         let mut store = component::new_store(self.pre.engine(), state);
+        // Declared after the store so that it drops first: the flag must be
+        // set before the store's sockets are dropped.
+        let mut guard = AbortUnlessDone(Some(abort));
         let outcome = async {
             let command = self.pre.instantiate_async(&mut store).await?;
             command.wasi_cli_run().call_run(&mut store).await

@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::Instrument;
-use wasi_sockets_virt::{Policy, SocketsCtx, VirtualNetwork};
+use wasi_sockets_virt::{Policy, PortOwner, SocketsCtx, VirtualNetwork};
 
 /// A ready incarnation that lived this long resets the backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(10);
@@ -84,7 +84,7 @@ impl ServiceSupervisor {
 
     /// Runs the service until it is done for good (or the task is aborted,
     /// which drops the running instance).
-    pub async fn supervise(self: Arc<Self>, prepared: Arc<Prepared>, network: VirtualNetwork) {
+    pub async fn supervise(self: Arc<Self>, prepared: Arc<Prepared>, network: VirtualNetwork, port_owner: PortOwner) {
         let svc = &self.service;
         let policy = Arc::new(svc.policy.clone());
         // Ready = listening on all declared ports (on the loopback).
@@ -102,7 +102,7 @@ impl ServiceSupervisor {
                 s.state = ServiceState::Starting;
                 s.since = Some(Instant::now());
             });
-            let state = self.instance_state(&prepared, &network, policy.clone());
+            let state = self.instance_state(&prepared, &network, policy.clone(), port_owner);
             let started = Instant::now();
             let mut ready_since = None;
             let (namespace, name) = self.workload.split_once('/').unwrap_or(("default", &self.workload));
@@ -180,7 +180,13 @@ impl ServiceSupervisor {
         }
     }
 
-    fn instance_state(&self, prepared: &Prepared, network: &VirtualNetwork, policy: Arc<Policy>) -> HostState {
+    fn instance_state(
+        &self,
+        prepared: &Prepared,
+        network: &VirtualNetwork,
+        policy: Arc<Policy>,
+        port_owner: PortOwner,
+    ) -> HostState {
         let origin = |stream| Origin {
             workload: self.workload.clone(),
             name: self.service.name.clone(),
@@ -188,7 +194,7 @@ impl ServiceSupervisor {
         };
         // The sockets come first: the guest's output is attributed to the
         // connection it is serving (see `ConnectionContext`).
-        let sockets = SocketsCtx::with_shared_policy(network.clone(), policy);
+        let sockets = SocketsCtx::with_shared_policy(network.clone(), policy).with_port_owner(port_owner);
         let context = sockets.connection_context();
         let mut wasi = prepared.wasi();
         wasi.envs(&self.service.env)

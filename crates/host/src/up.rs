@@ -152,6 +152,7 @@ pub async fn up(options: UpOptions) -> Result<i32> {
         .map(|m| manifest::load(m))
         .collect::<Result<Vec<_>>>()?;
     manifest::check_together(&workloads)?;
+    let mut signals = ShutdownSignals::new();
     let engine = pooled_engine()?;
 
     let startup = tracing::info_span!("loophost.start", "loophost.workloads" = workloads.len());
@@ -191,8 +192,12 @@ pub async fn up(options: UpOptions) -> Result<i32> {
                     args: s.args.clone(),
                 },
             )?;
-            services.push((runtime.clone(), sup.clone(), Arc::new(prepared)));
+            // A declared port belongs to its service, even while it starts or
+            // backs off: nobody else in the workload may bind it.
+            let owner = runtime.network.new_port_owner();
+            services.push((runtime.clone(), sup.clone(), Arc::new(prepared), owner));
             for &port in &s.ports {
+                runtime.network.reserve_port(port, owner);
                 // Connects to a declared port wait for the service (bounded).
                 runtime
                     .network
@@ -249,8 +254,8 @@ pub async fn up(options: UpOptions) -> Result<i32> {
 
     drop(_startup);
     let mut tasks = JoinSet::new();
-    for (runtime, sup, prepared) in services {
-        tasks.spawn(sup.supervise(prepared, runtime.network.clone()));
+    for (runtime, sup, prepared, owner) in services {
+        tasks.spawn(sup.supervise(prepared, runtime.network.clone(), owner));
     }
     for (listener, network, port) in published {
         tasks.spawn(forward_published(listener, network, port));
@@ -291,17 +296,23 @@ pub async fn up(options: UpOptions) -> Result<i32> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let server = tokio::spawn(serve_http(http_listener, engine.clone(), routes, status, stop_rx));
 
-    shutdown_signal().await;
-    tracing::info!("shutting down: draining in-flight requests");
+    signals.next().await;
+    tracing::info!("shutting down: draining in-flight requests (a second signal stops at once)");
     let _ = stop_tx.send(true);
-    let drained = match tokio::time::timeout(options.drain_timeout, server).await {
-        Ok(Ok(())) => true,
-        Ok(Err(join)) => {
-            tracing::error!("HTTP server task failed: {join}");
-            false
-        }
-        Err(_) => {
-            tracing::error!("in-flight requests did not finish within {:?}", options.drain_timeout);
+    let drained = tokio::select! {
+        drained = tokio::time::timeout(options.drain_timeout, server) => match drained {
+            Ok(Ok(())) => true,
+            Ok(Err(join)) => {
+                tracing::error!("HTTP server task failed: {join}");
+                false
+            }
+            Err(_) => {
+                tracing::error!("in-flight requests did not finish within {:?}", options.drain_timeout);
+                false
+            }
+        },
+        _ = signals.next() => {
+            tracing::warn!("second signal: stopping without waiting for in-flight requests");
             false
         }
     };
@@ -536,7 +547,15 @@ async fn dispatch(
                     &tracing::Span::current(),
                     || tracing::error!(workload = %c.workload.id, component = %c.name, %path, "{message}"),
                 );
-                http::text(500, format!("{}: {message}\n", c.name))
+                // The details (trap messages, guest paths) are for the
+                // operator's log, not for whoever sent the request.
+                http::text(
+                    500,
+                    format!(
+                        "{} failed to handle the request; the host log has the details\n",
+                        c.name
+                    ),
+                )
             }
         }
     }
@@ -591,17 +610,38 @@ async fn forward_published(listener: TcpListener, network: VirtualNetwork, port:
     }
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+/// SIGTERM and SIGINT, listened to for the whole run (so a second signal
+/// during the drain is never lost between two listeners).
+struct ShutdownSignals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignals {
+    fn new() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        ShutdownSignals {
+            term: signal(SignalKind::terminate()).ok(),
+            int: signal(SignalKind::interrupt()).ok(),
+        }
+    }
+
+    async fn next(&mut self) {
+        async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) {
+            match signal {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending().await,
             }
         }
-        _ => {
+        if self.term.is_none() && self.int.is_none() {
             let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+        tokio::select! {
+            _ = recv(&mut self.term) => {}
+            _ = recv(&mut self.int) => {}
         }
     }
 }

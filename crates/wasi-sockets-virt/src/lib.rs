@@ -73,11 +73,13 @@ mod udp;
 pub use bindings::network::ErrorCode;
 pub use error::{SocketError, SocketResult};
 pub use host_stream::VirtualTcpStream;
+pub use lookup::{ResolveFuture, Resolver, SystemResolver};
 pub use names::NameAnswer;
-pub use network::{NetworkConfig, NetworkObserver, NetworkStats, VirtualNetwork};
+pub use network::{NetworkConfig, NetworkObserver, NetworkStats, PortOwner, VirtualNetwork};
 pub use policy::{AddressRule, DenyReason, NameLookup, Policy, Route, SocketUse};
 
 use network::AbortFlag;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use wasmtime::component::{HasData, Linker, ResourceTable};
 
@@ -91,6 +93,10 @@ pub struct SocketsCtx {
     policy: Arc<Policy>,
     abort: AbortFlag,
     trace: Arc<trace::StoreTrace>,
+    /// The identity this store binds reserved ports as (see [`VirtualNetwork::reserve_port`]).
+    port_owner: Option<PortOwner>,
+    /// Sockets this store holds, against its limit.
+    sockets: Arc<SocketQuota>,
     /// Upstream's socket context, for the real sockets the policy allows.
     /// Its own address check allows everything: our policy already decided.
     real: OnceLock<wasmtime_wasi::sockets::WasiSocketsCtx>,
@@ -104,13 +110,23 @@ impl SocketsCtx {
 
     /// Like [`SocketsCtx::new`], sharing one policy between many stores.
     pub fn with_shared_policy(network: VirtualNetwork, policy: Arc<Policy>) -> Self {
+        let sockets = SocketQuota::new(network.config().max_sockets_per_store);
         SocketsCtx {
             network,
             policy,
             abort: AbortFlag::default(),
             trace: Arc::default(),
+            port_owner: None,
+            sockets,
             real: OnceLock::new(),
         }
+    }
+
+    /// This store may bind the ports reserved for `owner` (a service's
+    /// declared ports, reserved with [`VirtualNetwork::reserve_port`]).
+    pub fn with_port_owner(mut self, owner: PortOwner) -> Self {
+        self.port_owner = Some(owner);
+        self
     }
 
     /// The network this store's loopback is on.
@@ -157,12 +173,63 @@ impl SocketsCtx {
         self.abort.set();
     }
 
+    /// A slot for one more socket, or `new-socket-limit` when the store
+    /// holds as many as its network allows.
+    pub(crate) fn socket_slot(&self) -> Result<SocketSlot, ErrorCode> {
+        self.sockets.take()
+    }
+
     fn real_sockets(&self) -> &wasmtime_wasi::sockets::WasiSocketsCtx {
         self.real.get_or_init(|| {
             let mut wasi = wasmtime_wasi::WasiCtx::builder();
             wasi.inherit_network().allow_tcp(true).allow_udp(true);
             wasi.build().sockets().clone()
         })
+    }
+}
+
+/// How many sockets (TCP and UDP, accepted ones included, hence also bound
+/// ports) one store holds, and its limit.
+pub(crate) struct SocketQuota {
+    open: AtomicUsize,
+    limit: usize,
+}
+
+impl SocketQuota {
+    fn new(limit: usize) -> Arc<Self> {
+        Arc::new(SocketQuota {
+            open: AtomicUsize::new(0),
+            limit,
+        })
+    }
+
+    pub(crate) fn take(self: &Arc<Self>) -> Result<SocketSlot, ErrorCode> {
+        let taken = self.open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < self.limit).then_some(n + 1)
+        });
+        match taken {
+            Ok(_) => Ok(SocketSlot(self.clone())),
+            Err(_) => {
+                tracing::debug!(limit = self.limit, "socket limit of the store reached");
+                Err(ErrorCode::NewSocketLimit)
+            }
+        }
+    }
+}
+
+/// One socket's place in its store's [`SocketQuota`], given back on drop.
+pub(crate) struct SocketSlot(Arc<SocketQuota>);
+
+impl SocketSlot {
+    /// Another slot of the same store (for an accepted connection).
+    pub(crate) fn sibling(&self) -> Result<SocketSlot, ErrorCode> {
+        self.0.take()
+    }
+}
+
+impl Drop for SocketSlot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -13,6 +13,33 @@ use wasmtime_wasi_io::poll::Pollable;
 
 type LookupFuture = Pin<Box<dyn Future<Output = Result<Vec<IpAddr>, ErrorCode>> + Send>>;
 
+/// A future answering a [`Resolver`] query.
+pub type ResolveFuture = Pin<Box<dyn Future<Output = std::io::Result<Vec<IpAddr>>> + Send>>;
+
+/// Resolves the names a policy lets reach real DNS. The OS resolver by
+/// default ([`SystemResolver`]); embedders may plug in their own with
+/// [`VirtualNetwork::set_resolver`] (e.g. DNS over a sidecar, or a test's
+/// answers). Every real lookup of a network goes through it, so a name is
+/// resolved once and the addresses checked are the addresses used.
+pub trait Resolver: Send + Sync {
+    /// All addresses of `name` (lower-case, no trailing dot).
+    fn resolve(&self, name: &str) -> ResolveFuture;
+}
+
+/// The host's own resolver (`getaddrinfo`, through tokio).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemResolver;
+
+impl Resolver for SystemResolver {
+    fn resolve(&self, name: &str) -> ResolveFuture {
+        let name = name.to_string();
+        Box::pin(async move {
+            let addrs = tokio::net::lookup_host((name.as_str(), 0)).await?;
+            Ok(addrs.map(|a| a.ip()).collect())
+        })
+    }
+}
+
 /// `wasi:sockets/ip-name-lookup.resolve-address-stream`.
 pub struct ResolveAddressStream {
     state: Lookup,
@@ -60,19 +87,12 @@ impl ResolveAddressStream {
             tracing::debug!(name = %host, "name lookup denied by policy");
             return Ok(unresolvable());
         }
+        let query = network.resolve_real(&host);
         let future = async move {
-            let addrs = tokio::net::lookup_host((host.as_str(), 0)).await.map_err(|err| {
+            query.await.map_err(|err| {
                 tracing::debug!(name = %host, %err, "name lookup failed");
                 ErrorCode::NameUnresolvable
-            })?;
-            let mut out: Vec<IpAddr> = Vec::new();
-            for addr in addrs {
-                let ip = addr.ip().to_canonical();
-                if !out.contains(&ip) {
-                    out.push(ip);
-                }
-            }
-            Ok(out)
+            })
         };
         Ok(ResolveAddressStream {
             state: Lookup::Pending(Box::pin(future)),

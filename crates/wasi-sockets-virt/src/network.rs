@@ -6,10 +6,12 @@
 //! pipes and queues the server's end in the listener's backlog; the server's
 //! `accept` pops it. Nothing touches the kernel.
 
+use crate::lookup::{Resolver, SystemResolver};
 use crate::names::{NameAnswer, NameTable};
-use crate::pipe::Pipe;
+use crate::pipe::{BufferBudget, Pipe};
 use crate::udp::Datagram;
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -30,9 +32,16 @@ pub struct NetworkConfig {
     /// Datagrams a UDP socket may have queued before new ones are dropped.
     pub udp_queue: usize,
     /// Connections open at once on this network; connects beyond it are
-    /// refused. Each holds up to two `connection_buffer`s, so this bounds the
-    /// memory a workload's guests can make the host hold.
+    /// refused. Each holds up to two `connection_buffer`s.
     pub max_connections: usize,
+    /// Bytes all connections of this network may hold together; once
+    /// reached, writers wait (as for a full connection) until someone reads.
+    /// This bounds the memory a workload's guests can make the host hold.
+    pub max_buffered_bytes: usize,
+    /// Sockets (TCP and UDP, accepted connections included) one store may
+    /// hold at once; more get `new-socket-limit`. Every bound port belongs
+    /// to a socket, so this also caps the ports a store holds.
+    pub max_sockets_per_store: usize,
 }
 
 impl Default for NetworkConfig {
@@ -42,6 +51,8 @@ impl Default for NetworkConfig {
             ephemeral_ports: 49152..=65535,
             udp_queue: 1024,
             max_connections: 16_384,
+            max_buffered_bytes: 512 * 1024 * 1024,
+            max_sockets_per_store: 4096,
         }
     }
 }
@@ -59,26 +70,38 @@ pub struct NetworkStats {
     pub bound_ports: usize,
 }
 
+/// Who may bind a reserved port: give it to the stores of one service with
+/// [`SocketsCtx::with_port_owner`](crate::SocketsCtx::with_port_owner).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PortOwner(u64);
+
 /// A private loopback network: `127.0.0.0/8` and `::1`, in memory.
 ///
 /// Create one per workload (it is cheap) and give every store of that
 /// workload a [`SocketsCtx`](crate::SocketsCtx) on it. Cloning shares the network.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct VirtualNetwork {
     inner: Arc<Inner>,
 }
 
-#[derive(Default)]
+impl Default for VirtualNetwork {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 struct Inner {
     config: NetworkConfig,
     observer: Option<Arc<dyn NetworkObserver>>,
     tables: Mutex<Tables>,
-    buffered: Arc<AtomicUsize>,
+    budget: Arc<BufferBudget>,
     open_connections: Arc<AtomicUsize>,
     /// Woken whenever a socket starts listening.
     listener_added: Notify,
     /// Names this network answers itself (see [`crate::NameAnswer`]).
     names: RwLock<NameTable>,
+    /// Resolves the names the policy lets out (`None`: the OS resolver).
+    resolver: RwLock<Option<Arc<dyn Resolver>>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -94,6 +117,9 @@ struct Tables {
     /// TCP addresses someone will listen on soon, and how long a connect
     /// to them waits for that listener before it is refused.
     expected: HashMap<SocketAddr, Duration>,
+    /// TCP ports only their owner may bind (a service's declared ports).
+    reserved: HashMap<u16, PortOwner>,
+    next_owner: u64,
     next_id: u64,
     next_ephemeral: u16,
 }
@@ -118,22 +144,26 @@ impl VirtualNetwork {
 
     /// A new, empty network.
     pub fn with_config(config: NetworkConfig) -> Self {
-        VirtualNetwork {
-            inner: Arc::new(Inner {
-                config,
-                ..Inner::default()
-            }),
-        }
+        Self::build(config, None)
     }
 
     /// A new, empty network whose events are reported to `observer`
     /// (e.g. to turn them into metrics).
     pub fn with_observer(config: NetworkConfig, observer: Arc<dyn NetworkObserver>) -> Self {
+        Self::build(config, Some(observer))
+    }
+
+    fn build(config: NetworkConfig, observer: Option<Arc<dyn NetworkObserver>>) -> Self {
         VirtualNetwork {
             inner: Arc::new(Inner {
+                budget: BufferBudget::new(config.max_buffered_bytes),
                 config,
-                observer: Some(observer),
-                ..Inner::default()
+                observer,
+                tables: Mutex::default(),
+                open_connections: Arc::default(),
+                listener_added: Notify::new(),
+                names: RwLock::default(),
+                resolver: RwLock::default(),
             }),
         }
     }
@@ -151,7 +181,7 @@ impl VirtualNetwork {
     pub fn stats(&self) -> NetworkStats {
         let tables = self.tables();
         let mut stats = NetworkStats {
-            buffered_bytes: self.inner.buffered.load(Ordering::Relaxed),
+            buffered_bytes: self.inner.budget.used(),
             open_connections: self.inner.open_connections.load(Ordering::Relaxed),
             ..NetworkStats::default()
         };
@@ -207,6 +237,34 @@ impl VirtualNetwork {
         self.inner.names.read().unwrap_or_else(|e| e.into_inner()).lookup(name)
     }
 
+    /// Resolves real names (those the policy lets out) with `resolver`
+    /// instead of the OS resolver, for `ip-name-lookup` and for embedders
+    /// that call [`VirtualNetwork::resolve_real`].
+    pub fn set_resolver(&self, resolver: Arc<dyn Resolver>) {
+        *self.inner.resolver.write().unwrap_or_else(|e| e.into_inner()) = Some(resolver);
+    }
+
+    /// Resolves `name` with this network's resolver: one query, its
+    /// addresses in canonical form (IPv4-mapped IPv6 as IPv4), without
+    /// duplicates, in the resolver's order. The caller checks the policy.
+    pub fn resolve_real(&self, name: &str) -> impl Future<Output = std::io::Result<Vec<IpAddr>>> + Send + 'static {
+        let resolver = self.inner.resolver.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let query = match resolver {
+            Some(resolver) => resolver.resolve(name),
+            None => SystemResolver.resolve(name),
+        };
+        async move {
+            let mut out: Vec<IpAddr> = Vec::new();
+            for ip in query.await? {
+                let ip = ip.to_canonical();
+                if !out.contains(&ip) {
+                    out.push(ip);
+                }
+            }
+            Ok(out)
+        }
+    }
+
     fn names_mut(&self) -> std::sync::RwLockWriteGuard<'_, NameTable> {
         self.inner.names.write().unwrap_or_else(|e| e.into_inner())
     }
@@ -218,6 +276,21 @@ impl VirtualNetwork {
     /// restarting.
     pub fn expect_listener(&self, addr: SocketAddr, wait: Duration) {
         self.tables().expected.insert(addr, wait);
+    }
+
+    /// A new identity that ports can be reserved for.
+    pub fn new_port_owner(&self) -> PortOwner {
+        let mut tables = self.tables();
+        tables.next_owner += 1;
+        PortOwner(tables.next_owner)
+    }
+
+    /// Reserves TCP `port` (every loopback address, both families) for
+    /// `owner`: other stores get `address-in-use` when they bind it, even
+    /// while the owner is not running (a service backing off keeps its
+    /// ports). Ephemeral ports never land on a reserved port.
+    pub fn reserve_port(&self, port: u16, owner: PortOwner) {
+        self.tables().reserved.insert(port, owner);
     }
 
     /// How long a connect to `addr` may wait for a listener.
@@ -252,7 +325,7 @@ impl VirtualNetwork {
     /// Opens a connection from the host itself (e.g. a published port or an
     /// outgoing HTTP request) to a virtual listener.
     pub async fn connect(&self, remote: SocketAddr) -> Result<crate::VirtualTcpStream, ErrorCode> {
-        let local = self.bind(Protocol::Tcp, SocketAddr::new(loopback_for(remote.ip()), 0))?;
+        let local = self.bind(Protocol::Tcp, SocketAddr::new(loopback_for(remote.ip()), 0), None)?;
         let span = tracing::info_span!("virtual connect", "otel.kind" = "client", "server.port" = remote.port(),
             "server.address" = %remote.ip(), "loophost.from" = "host");
         let conn = self.open(local, remote, span).await?;
@@ -263,14 +336,25 @@ impl VirtualNetwork {
         self.inner.tables.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Reserves `addr` (port 0: an ephemeral port).
-    pub(crate) fn bind(&self, proto: Protocol, addr: SocketAddr) -> Result<PortBinding, ErrorCode> {
+    /// Takes `addr` (port 0: an ephemeral port) for a store acting as `owner`.
+    pub(crate) fn bind(
+        &self,
+        proto: Protocol,
+        addr: SocketAddr,
+        owner: Option<PortOwner>,
+    ) -> Result<PortBinding, ErrorCode> {
         let ip = addr.ip();
         let v6 = ip.is_ipv6();
         let mut tables = self.tables();
         let port = if addr.port() == 0 {
             self.ephemeral_port(&mut tables, proto, v6)?
         } else {
+            if proto == Protocol::Tcp
+                && let Some(reserved_for) = tables.reserved.get(&addr.port())
+                && Some(*reserved_for) != owner
+            {
+                return Err(ErrorCode::AddressInUse);
+            }
             let taken = tables
                 .ports
                 .get(&(proto, v6, addr.port()))
@@ -306,7 +390,8 @@ impl VirtualNetwork {
                 lo
             };
             tables.next_ephemeral = if candidate == hi { lo } else { candidate + 1 };
-            if tables.ports.get(&(proto, v6, candidate)).is_none_or(|l| l.is_empty()) {
+            let reserved = proto == Protocol::Tcp && tables.reserved.contains_key(&candidate);
+            if !reserved && tables.ports.get(&(proto, v6, candidate)).is_none_or(|l| l.is_empty()) {
                 return Ok(candidate);
             }
         }
@@ -396,7 +481,14 @@ impl VirtualNetwork {
                 }
             }
         };
-        if self.inner.open_connections.load(Ordering::Relaxed) >= self.inner.config.max_connections {
+        // Checked and taken in one step: two connects racing for the last
+        // place cannot both get it. `ConnectionShared`'s drop gives it back.
+        let limit = self.inner.config.max_connections;
+        let taken = self
+            .inner
+            .open_connections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < limit).then_some(n + 1));
+        if taken.is_err() {
             tracing::warn!(%remote, limit = self.inner.config.max_connections, "virtual connection limit reached");
             if let Some(observer) = self.observer() {
                 observer.connection_refused(remote);
@@ -404,8 +496,8 @@ impl VirtualNetwork {
             return Err(ErrorCode::ConnectionRefused);
         }
         let capacity = self.inner.config.connection_buffer;
-        let to_server = Pipe::new(capacity, self.inner.buffered.clone());
-        let to_client = Pipe::new(capacity, self.inner.buffered.clone());
+        let to_server = Pipe::new(capacity, self.inner.budget.clone());
+        let to_client = Pipe::new(capacity, self.inner.budget.clone());
         // A client bound to the wildcard talks from a concrete loopback address.
         let client_local = if local.addr.ip().is_unspecified() {
             SocketAddr::new(loopback_for(remote.ip()), local.addr.port())
@@ -420,7 +512,6 @@ impl VirtualNetwork {
             network: self.clone(),
             opened: AtomicBool::new(false),
         });
-        self.inner.open_connections.fetch_add(1, Ordering::Relaxed);
         let mut server_end = Some(Connection {
             rx: to_server.clone(),
             tx: to_client.clone(),
@@ -791,7 +882,7 @@ mod tests {
             max_connections: 2,
             ..NetworkConfig::default()
         });
-        let binding = net.bind(Protocol::Tcp, addr("127.0.0.1:9000")).expect("bind");
+        let binding = net.bind(Protocol::Tcp, addr("127.0.0.1:9000"), None).expect("bind");
         let _listener = binding.listen(16);
         let first = net.connect(addr("127.0.0.1:9000")).await.expect("first");
         let _second = net.connect(addr("127.0.0.1:9000")).await.expect("second");
@@ -809,15 +900,15 @@ mod tests {
     #[tokio::test]
     async fn ports_conflict_with_the_wildcard_and_are_released() {
         let net = VirtualNetwork::new();
-        let wildcard = net.bind(Protocol::Tcp, addr("0.0.0.0:8080")).expect("bind");
+        let wildcard = net.bind(Protocol::Tcp, addr("0.0.0.0:8080"), None).expect("bind");
         assert_eq!(
-            net.bind(Protocol::Tcp, addr("127.0.0.1:8080")).err(),
+            net.bind(Protocol::Tcp, addr("127.0.0.1:8080"), None).err(),
             Some(ErrorCode::AddressInUse)
         );
         // Other family, other protocol: separate namespaces.
-        let _v6 = net.bind(Protocol::Tcp, addr("[::1]:8080")).expect("v6");
-        let _udp = net.bind(Protocol::Udp, addr("127.0.0.1:8080")).expect("udp");
+        let _v6 = net.bind(Protocol::Tcp, addr("[::1]:8080"), None).expect("v6");
+        let _udp = net.bind(Protocol::Udp, addr("127.0.0.1:8080"), None).expect("udp");
         drop(wildcard);
-        net.bind(Protocol::Tcp, addr("127.0.0.1:8080")).expect("released");
+        net.bind(Protocol::Tcp, addr("127.0.0.1:8080"), None).expect("released");
     }
 }

@@ -5,13 +5,62 @@
 //! bound is the whole backpressure story: a peer that never reads stops the
 //! writer, and host memory per connection stays at most two capacities.
 //!
-//! Written chunks are kept as `Bytes` (no copy on write; reads split them).
+//! Large writes are kept as the `Bytes` they came in (no copy); small ones
+//! are copied into one growing tail buffer, so a guest writing a byte at a
+//! time costs a byte a byte, not an allocation each. Every pipe of a network
+//! also draws on the network's [`BufferBudget`]: when a workload's
+//! connections hold the network's whole budget, its writers wait too.
 
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
+
+/// Writes smaller than this are copied into the tail buffer.
+const COALESCE_BELOW: usize = 4096;
+/// The tail becomes a chunk of its own once it holds this much.
+const TAIL_LIMIT: usize = 16 * 1024;
+
+/// Bytes buffered by all the pipes of one network, and the cap on them.
+pub(crate) struct BufferBudget {
+    used: AtomicUsize,
+    limit: usize,
+    /// Woken when bytes are released while the budget was exhausted.
+    freed: Notify,
+}
+
+impl BufferBudget {
+    pub(crate) fn new(limit: usize) -> Arc<Self> {
+        Arc::new(BufferBudget {
+            used: AtomicUsize::new(0),
+            limit: limit.max(1),
+            freed: Notify::new(),
+        })
+    }
+
+    pub(crate) fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    fn space(&self) -> usize {
+        self.limit.saturating_sub(self.used())
+    }
+
+    fn take(&self, n: usize) {
+        self.used.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn release(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let before = self.used.fetch_sub(n, Ordering::Relaxed);
+        if before >= self.limit {
+            self.freed.notify_waiters();
+        }
+    }
+}
 
 /// Why a pipe operation cannot proceed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,12 +77,15 @@ pub(crate) struct Pipe {
     readable: Notify,
     /// Woken when space frees up or the reader goes away (the writer waits on it).
     writable: Notify,
-    /// Bytes queued across all pipes of one network, for observability.
-    network_buffered: Arc<AtomicUsize>,
+    /// The network-wide cap every pipe of the network draws on.
+    budget: Arc<BufferBudget>,
 }
 
 struct State {
     chunks: VecDeque<Bytes>,
+    /// Small writes, after `chunks` in stream order.
+    tail: BytesMut,
+    /// Payload bytes queued (`chunks` and `tail`).
     buffered: usize,
     capacity: usize,
     /// The writer sent FIN: reads drain what is queued, then see EOF.
@@ -47,10 +99,11 @@ struct State {
 }
 
 impl Pipe {
-    pub(crate) fn new(capacity: usize, network_buffered: Arc<AtomicUsize>) -> Arc<Pipe> {
+    pub(crate) fn new(capacity: usize, budget: Arc<BufferBudget>) -> Arc<Pipe> {
         Arc::new(Pipe {
             state: Mutex::new(State {
                 chunks: VecDeque::new(),
+                tail: BytesMut::new(),
                 buffered: 0,
                 capacity: capacity.max(1),
                 write_closed: false,
@@ -60,7 +113,7 @@ impl Pipe {
             }),
             readable: Notify::new(),
             writable: Notify::new(),
-            network_buffered,
+            budget,
         })
     }
 
@@ -91,11 +144,15 @@ impl Pipe {
         if max == 0 {
             return Ok(Bytes::new());
         }
+        if st.chunks.is_empty() {
+            let tail = st.tail.split().freeze();
+            st.chunks.push_back(tail);
+        }
         let out = take_front(&mut st, max);
         let n = out.len();
         st.buffered -= n;
         drop(st);
-        self.network_buffered.fetch_sub(n, Ordering::Relaxed);
+        self.budget.release(n);
         self.writable.notify_waiters();
         Ok(out)
     }
@@ -123,10 +180,9 @@ impl Pipe {
     pub(crate) fn close_read(&self) {
         let mut st = self.lock();
         st.read_closed = true;
-        let dropped = std::mem::take(&mut st.buffered);
-        st.chunks.clear();
+        let dropped = st.discard();
         drop(st);
-        self.network_buffered.fetch_sub(dropped, Ordering::Relaxed);
+        self.budget.release(dropped);
         self.writable.notify_waiters();
         self.readable.notify_waiters();
     }
@@ -146,11 +202,13 @@ impl Pipe {
             // The reader discards everything; never block the writer.
             return Ok(st.capacity);
         }
-        Ok(st.capacity - st.buffered.min(st.capacity))
+        Ok((st.capacity - st.buffered.min(st.capacity)).min(self.budget.space()))
     }
 
     /// Queues `bytes`. The caller has checked `check_write`; a writer that
-    /// ignores it is still held to the capacity (the excess is refused).
+    /// ignores it is still held to the capacity (the excess is refused). The
+    /// network budget is not re-checked here: another pipe may have drawn on
+    /// it since this writer's `check_write`, and a permit once given holds.
     pub(crate) fn write(&self, bytes: Bytes) -> Result<(), PipeClosed> {
         let n = bytes.len();
         let mut st = self.lock();
@@ -168,9 +226,21 @@ impl Pipe {
         }
         st.buffered += n;
         st.written += n as u64;
-        st.chunks.push_back(bytes);
-        // Counted while the lock is held, so a reader's decrement cannot come first.
-        self.network_buffered.fetch_add(n, Ordering::Relaxed);
+        if n < COALESCE_BELOW {
+            if st.tail.len() + n > TAIL_LIMIT {
+                let full = st.tail.split().freeze();
+                st.chunks.push_back(full);
+            }
+            st.tail.extend_from_slice(&bytes);
+        } else {
+            if !st.tail.is_empty() {
+                let tail = st.tail.split().freeze();
+                st.chunks.push_back(tail);
+            }
+            st.chunks.push_back(bytes);
+        }
+        // Counted while the lock is held, so a reader's release cannot come first.
+        self.budget.take(n);
         drop(st);
         self.readable.notify_waiters();
         Ok(())
@@ -178,18 +248,23 @@ impl Pipe {
 
     fn write_ready(&self) -> bool {
         let st = self.lock();
-        st.buffered < st.capacity || st.reset || st.write_closed || st.read_closed
+        st.reset || st.write_closed || st.read_closed || (st.buffered < st.capacity && self.budget.space() > 0)
     }
 
     pub(crate) async fn wait_writable(&self) {
         loop {
-            let notified = self.writable.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
+            let own = self.writable.notified();
+            let network = self.budget.freed.notified();
+            tokio::pin!(own, network);
+            own.as_mut().enable();
+            network.as_mut().enable();
             if self.write_ready() {
                 return;
             }
-            notified.await;
+            tokio::select! {
+                _ = own => {}
+                _ = network => {}
+            }
         }
     }
 
@@ -208,10 +283,9 @@ impl Pipe {
             return;
         }
         st.reset = true;
-        let dropped = std::mem::take(&mut st.buffered);
-        st.chunks.clear();
+        let dropped = st.discard();
         drop(st);
-        self.network_buffered.fetch_sub(dropped, Ordering::Relaxed);
+        self.budget.release(dropped);
         self.readable.notify_waiters();
         self.writable.notify_waiters();
     }
@@ -222,12 +296,29 @@ impl Pipe {
     pub(crate) fn written(&self) -> u64 {
         self.lock().written
     }
+
+    /// Separate allocations holding queued data (for tests of the memory
+    /// cost of small writes).
+    #[cfg(test)]
+    fn allocations(&self) -> usize {
+        let st = self.lock();
+        st.chunks.len() + usize::from(!st.tail.is_empty())
+    }
+}
+
+impl State {
+    /// Drops everything queued; returns how many bytes that was.
+    fn discard(&mut self) -> usize {
+        self.chunks.clear();
+        self.tail = BytesMut::new();
+        std::mem::take(&mut self.buffered)
+    }
 }
 
 impl Drop for Pipe {
     fn drop(&mut self) {
         let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
-        self.network_buffered.fetch_sub(st.buffered, Ordering::Relaxed);
+        self.budget.release(st.buffered);
     }
 }
 
@@ -263,7 +354,78 @@ mod tests {
     use super::*;
 
     fn pipe(cap: usize) -> Arc<Pipe> {
-        Pipe::new(cap, Arc::new(AtomicUsize::new(0)))
+        Pipe::new(cap, BufferBudget::new(usize::MAX))
+    }
+
+    #[test]
+    fn byte_at_a_time_writes_cost_bytes_not_allocations() {
+        let cap = 64 * 1024;
+        let p = pipe(cap);
+        let mut written = 0;
+        while p.check_write().expect("open") > 0 {
+            p.write(Bytes::from_static(b"x")).expect("write");
+            written += 1;
+        }
+        assert_eq!(written, cap);
+        // 65536 one-byte writes, held in a handful of buffers of up to 16 KiB.
+        assert!(
+            p.allocations() <= cap / TAIL_LIMIT + 1,
+            "{} allocations",
+            p.allocations()
+        );
+        let mut read = 0;
+        while let Ok(chunk) = p.read(10_000) {
+            if chunk.is_empty() {
+                break;
+            }
+            assert!(chunk.iter().all(|&b| b == b'x'));
+            read += chunk.len();
+        }
+        assert_eq!(read, cap, "every byte comes back, in order");
+    }
+
+    #[test]
+    fn small_and_large_writes_keep_their_order() {
+        let p = pipe(1 << 20);
+        let big = Bytes::from(vec![b'B'; 8192]);
+        p.write(Bytes::from_static(b"ab")).expect("write");
+        p.write(big.clone()).expect("write");
+        p.write(Bytes::from_static(b"cd")).expect("write");
+        let mut all = Vec::new();
+        while let Ok(chunk) = p.read(3000) {
+            if chunk.is_empty() {
+                break;
+            }
+            all.extend_from_slice(&chunk);
+        }
+        let mut want = b"ab".to_vec();
+        want.extend_from_slice(&big);
+        want.extend_from_slice(b"cd");
+        assert_eq!(all, want);
+    }
+
+    #[tokio::test]
+    async fn the_network_budget_stops_every_writer_until_someone_reads() {
+        let budget = BufferBudget::new(10);
+        let (a, b) = (Pipe::new(100, budget.clone()), Pipe::new(100, budget.clone()));
+        a.write(Bytes::from_static(b"12345678")).expect("write");
+        assert_eq!(b.check_write(), Ok(2), "b may use only what is left of the budget");
+        b.write(Bytes::from_static(b"90")).expect("write");
+        assert_eq!(a.check_write(), Ok(0));
+        assert_eq!(b.check_write(), Ok(0));
+        let b2 = b.clone();
+        let waiter = tokio::spawn(async move { b2.wait_writable().await });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "b waits for the network, not for its own reader");
+        a.read(4).expect("read");
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("b woke up")
+            .expect("join");
+        assert_eq!(b.check_write(), Ok(4));
+        assert_eq!(budget.used(), 6);
+        drop((a, b));
+        assert_eq!(budget.used(), 0, "dropped pipes give their bytes back");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use ipnet::IpNet;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 
 /// Where a socket operation goes.
@@ -29,6 +29,10 @@ pub enum DenyReason {
     /// Binding a real (non-loopback) local address; the guest sees
     /// `address-not-bindable`.
     HostBindNotAllowed,
+    /// Connecting or sending to the unspecified address (`0.0.0.0`, `::`)
+    /// or an IPv4-mapped / IPv4-compatible IPv6 form: none is a destination
+    /// (an OS would take them to mean its own, real, loopback).
+    NotADestination,
 }
 
 impl fmt::Display for DenyReason {
@@ -36,6 +40,9 @@ impl fmt::Display for DenyReason {
         f.write_str(match self {
             DenyReason::EgressNotAllowed => "real network egress to this address is not allowed",
             DenyReason::HostBindNotAllowed => "binding a real network address is not allowed",
+            DenyReason::NotADestination => {
+                "the unspecified address and IPv4-mapped/compatible IPv6 addresses are not destinations"
+            }
         })
     }
 }
@@ -138,6 +145,12 @@ impl Policy {
                 }
             }
             SocketUse::TcpConnect | SocketUse::UdpSend => {
+                // Decided on the address as given, before any canonical
+                // form: `::ffff:127.0.0.1` must not pass as 127.0.0.1 for one
+                // caller and reach the real loopback for another.
+                if !is_destination(addr.ip()) {
+                    return Route::Deny(DenyReason::NotADestination);
+                }
                 let allowed = self
                     .egress
                     .iter()
@@ -166,6 +179,17 @@ impl Policy {
                     None => name == allowed,
                 }
             }),
+        }
+    }
+}
+
+/// Can `ip` be the remote end of a connection or datagram?
+fn is_destination(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => !v4.is_unspecified(),
+        IpAddr::V6(v6) => {
+            let compatible = v6.segments()[..6].iter().all(|&s| s == 0) && !v6.is_loopback();
+            !v6.is_unspecified() && v6.to_ipv4_mapped().is_none() && !compatible
         }
     }
 }
@@ -215,6 +239,40 @@ mod tests {
             Route::Virtual
         );
         assert_eq!(policy.route(SocketUse::TcpConnect, addr("127.0.0.1:5432")), Route::Host);
+    }
+
+    #[test]
+    fn unspecified_and_mapped_destinations_are_denied_whatever_the_rules() {
+        let everything = Policy {
+            egress: vec![
+                AddressRule::any_port("0.0.0.0/0".parse().expect("net")),
+                AddressRule::any_port("::/0".parse().expect("net")),
+                AddressRule::any_port("127.0.0.0/8".parse().expect("net")),
+            ],
+            ..Policy::default()
+        };
+        for policy in [Policy::default(), everything] {
+            for dest in [
+                "0.0.0.0:80",
+                "[::]:80",
+                "[::ffff:127.0.0.1]:80",
+                "[::ffff:10.1.2.3]:80",
+                "[::127.0.0.1]:80",
+                "[::ffff:0.0.0.0]:80",
+            ] {
+                for usage in [SocketUse::TcpConnect, SocketUse::UdpSend] {
+                    assert_eq!(
+                        policy.route(usage, addr(dest)),
+                        Route::Deny(DenyReason::NotADestination),
+                        "{usage:?} {dest}"
+                    );
+                }
+            }
+            assert_ne!(
+                policy.route(SocketUse::TcpConnect, addr("[::1]:80")),
+                Route::Deny(DenyReason::NotADestination)
+            );
+        }
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub(crate) struct VirtualInputStream {
 pub(crate) struct VirtualOutputStream {
     pub(crate) conn: Arc<Connection>,
     pub(crate) abort: AbortFlag,
+    /// What the last `check-write` allowed and `write` has not used yet.
+    pub(crate) permit: usize,
 }
 
 pub(crate) fn pair(conn: &Arc<Connection>, abort: &AbortFlag) -> (VirtualInputStream, VirtualOutputStream) {
@@ -37,6 +39,7 @@ pub(crate) fn pair(conn: &Arc<Connection>, abort: &AbortFlag) -> (VirtualInputSt
         VirtualOutputStream {
             conn: conn.clone(),
             abort: abort.clone(),
+            permit: 0,
         },
     )
 }
@@ -88,11 +91,13 @@ fn write_error(closed: PipeClosed) -> StreamError {
 impl OutputStream for VirtualOutputStream {
     fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
         // Writing more than `check-write` allowed is a guest bug, and a trap
-        // upstream too; it must not be mistaken for a network event.
-        let allowed = self.conn.tx.check_write().map_err(write_error)?;
-        if bytes.len() > allowed {
+        // upstream too; it must not be mistaken for a network event. The
+        // permit is the one handed out: the network's shared budget may have
+        // shrunk since, which is not this guest's fault.
+        if bytes.len() > self.permit {
             return Err(StreamError::trap("write exceeded the permit returned by check-write"));
         }
+        self.permit -= bytes.len();
         self.conn.tx.write(bytes).map_err(write_error)
     }
 
@@ -102,7 +107,9 @@ impl OutputStream for VirtualOutputStream {
     }
 
     fn check_write(&mut self) -> StreamResult<usize> {
-        self.conn.tx.check_write().map_err(write_error)
+        let permit = self.conn.tx.check_write().map_err(write_error)?;
+        self.permit = permit;
+        Ok(permit)
     }
 }
 

@@ -47,6 +47,8 @@ pub struct TcpSocket {
     trace: Arc<StoreTrace>,
     /// An accepted connection: its span, registered with the store.
     accepted: Option<(tracing::Span, AcceptedGuard)>,
+    /// This socket's place in the store's socket limit.
+    slot: crate::SocketSlot,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -86,12 +88,15 @@ struct Options {
     keep_alive_interval: Option<u64>,
     keep_alive_count: Option<u32>,
     hop_limit: Option<u8>,
-    receive_buffer: u64,
-    send_buffer: u64,
+    /// Set by the guest (`None`: the virtual connection buffer's size).
+    receive_buffer: Option<u64>,
+    send_buffer: Option<u64>,
+    /// What the buffer sizes read as before the guest sets them.
+    default_buffer: u64,
 }
 
 impl TcpSocket {
-    pub(crate) fn new(ctx: &SocketsCtx, family: IpAddressFamily) -> Self {
+    pub(crate) fn new(ctx: &SocketsCtx, family: IpAddressFamily, slot: crate::SocketSlot) -> Self {
         let buffer = ctx.network.config().connection_buffer as u64;
         TcpSocket {
             family,
@@ -104,12 +109,14 @@ impl TcpSocket {
                 keep_alive_interval: None,
                 keep_alive_count: None,
                 hop_limit: None,
-                receive_buffer: buffer,
-                send_buffer: buffer,
+                receive_buffer: None,
+                send_buffer: None,
+                default_buffer: buffer,
             },
             abort: ctx.abort.clone(),
             trace: ctx.trace.clone(),
             accepted: None,
+            slot,
         }
     }
 
@@ -138,7 +145,7 @@ impl TcpSocket {
             return Err(ErrorCode::InvalidState.into());
         }
         check_bind_route(ctx, SocketUse::TcpBind, addr)?;
-        let binding = ctx.network.bind(Protocol::Tcp, addr)?;
+        let binding = ctx.network.bind(Protocol::Tcp, addr, ctx.port_owner)?;
         self.state = State::Bound(binding);
         self.begin(Op::Bind)
     }
@@ -156,17 +163,24 @@ impl TcpSocket {
             return Err(ErrorCode::InvalidState.into());
         }
         check_remote_address(self.family, remote)?;
-        let bound = match std::mem::replace(&mut self.state, State::Closed) {
-            State::Bound(binding) => Some(binding),
-            _ => None,
-        };
         let parent = self.trace.connect_parent();
+        // Everything that can fail at start happens before the state changes:
+        // a failed start-connect leaves the socket (and its bind) as it was.
         let future: ConnectFuture = match ctx.policy.route(SocketUse::TcpConnect, remote) {
             Route::Virtual => {
-                let network = ctx.network.clone();
-                let local = match bound {
-                    Some(binding) => binding,
-                    None => network.bind(Protocol::Tcp, SocketAddr::new(loopback_for(remote.ip()), 0))?,
+                let implicit = match &self.state {
+                    State::Bound(_) => None,
+                    _ => Some(
+                        ctx.network
+                            .bind(Protocol::Tcp, SocketAddr::new(loopback_for(remote.ip()), 0), None)?,
+                    ),
+                };
+                let local = match (std::mem::replace(&mut self.state, State::Closed), implicit) {
+                    (State::Bound(binding), _) | (_, Some(binding)) => binding,
+                    (other, None) => {
+                        self.state = other;
+                        return Err(ErrorCode::InvalidState.into());
+                    }
                 };
                 let span = tracing::info_span!(parent: &parent, "virtual connect", "otel.kind" = "client",
                     "server.address" = %remote.ip(), "server.port" = remote.port(),
@@ -183,9 +197,6 @@ impl TcpSocket {
                 })
             }
             Route::Host => {
-                // A virtual binding has no meaning on the real network; the
-                // OS picks the local address.
-                drop(bound);
                 let span = tracing::info_span!(parent: &parent, "real connect", "otel.kind" = "client",
                     "server.address" = %remote.ip(), "server.port" = remote.port(), "loophost.policy" = "allowed",
                     "error.type" = tracing::field::Empty);
@@ -194,6 +205,9 @@ impl TcpSocket {
                         .map_err(from_upstream)?;
                 self.options.apply_to(&mut core);
                 core.start_connect(remote).map_err(from_upstream)?;
+                // A virtual binding has no meaning on the real network; the
+                // OS picks the local address.
+                self.state = State::Closed;
                 Box::pin(async move {
                     let result = std::future::poll_fn(|cx| core.poll_finish_connect(cx))
                         .await
@@ -213,6 +227,8 @@ impl TcpSocket {
                 if let Some(observer) = ctx.network.observer() {
                     observer.denied(SocketUse::TcpConnect, remote, &reason);
                 }
+                // As upstream: the denial is the connect's outcome (finish-connect).
+                self.state = State::Closed;
                 Box::pin(async { Err(ErrorCode::AccessDenied) })
             }
         };
@@ -273,6 +289,9 @@ impl TcpSocket {
         let State::Listening { listener, .. } = &self.state else {
             return Err(ErrorCode::InvalidState.into());
         };
+        // The slot first: at the limit, the connection stays queued (as in
+        // the kernel's backlog on EMFILE) until the store frees a socket.
+        let slot = self.slot.sibling()?;
         let conn = Arc::new(listener.try_accept().ok_or(ErrorCode::WouldBlock)?);
         let span = tracing::info_span!(parent: &conn.shared.origin, "virtual connection", "otel.kind" = "server",
             "server.port" = conn.local.port(), "network.peer.address" = %conn.remote.ip(),
@@ -289,6 +308,7 @@ impl TcpSocket {
             abort: self.abort.clone(),
             trace: self.trace.clone(),
             accepted: Some((span, guard)),
+            slot,
         };
         Ok((socket, Box::new(input), Box::new(output)))
     }
@@ -459,7 +479,7 @@ impl TcpSocket {
             return Ok(real.receive_buffer_size().map_err(from_upstream)?);
         }
         self.check_open()?;
-        Ok(self.options.receive_buffer)
+        Ok(self.options.receive_buffer.unwrap_or(self.options.default_buffer))
     }
 
     pub(crate) fn set_receive_buffer_size(&mut self, value: u64) -> SocketResult<()> {
@@ -470,7 +490,7 @@ impl TcpSocket {
             return Ok(real.set_receive_buffer_size(value).map_err(from_upstream)?);
         }
         self.check_open()?;
-        self.options.receive_buffer = value;
+        self.options.receive_buffer = Some(value);
         Ok(())
     }
 
@@ -479,7 +499,7 @@ impl TcpSocket {
             return Ok(real.send_buffer_size().map_err(from_upstream)?);
         }
         self.check_open()?;
-        Ok(self.options.send_buffer)
+        Ok(self.options.send_buffer.unwrap_or(self.options.default_buffer))
     }
 
     pub(crate) fn set_send_buffer_size(&mut self, value: u64) -> SocketResult<()> {
@@ -490,7 +510,7 @@ impl TcpSocket {
             return Ok(real.set_send_buffer_size(value).map_err(from_upstream)?);
         }
         self.check_open()?;
-        self.options.send_buffer = value;
+        self.options.send_buffer = Some(value);
         Ok(())
     }
 
@@ -579,6 +599,12 @@ impl Options {
         }
         if let Some(v) = self.hop_limit {
             let _ = core.set_hop_limit(v);
+        }
+        if let Some(v) = self.receive_buffer {
+            let _ = core.set_receive_buffer_size(v);
+        }
+        if let Some(v) = self.send_buffer {
+            let _ = core.set_send_buffer_size(v);
         }
     }
 }

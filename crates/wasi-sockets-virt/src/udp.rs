@@ -5,7 +5,7 @@
 //! bound, or to a full queue, is dropped silently.
 
 use crate::bindings::network::{ErrorCode, IpAddressFamily};
-use crate::error::SocketResult;
+use crate::error::{SocketError, SocketResult};
 use crate::network::{PortBinding, Protocol, UdpEndpoint, VirtualNetwork, loopback_for};
 use crate::policy::{Route, SocketUse};
 use crate::tcp::{check_bind_route, check_local_address, check_remote_address};
@@ -34,6 +34,7 @@ pub struct UdpSocket {
     hop_limit: u8,
     receive_buffer: u64,
     send_buffer: u64,
+    _slot: crate::SocketSlot,
 }
 
 struct Bound {
@@ -42,8 +43,9 @@ struct Bound {
 }
 
 impl UdpSocket {
-    pub(crate) fn new(family: IpAddressFamily) -> Self {
+    pub(crate) fn new(family: IpAddressFamily, slot: crate::SocketSlot) -> Self {
         UdpSocket {
+            _slot: slot,
             family,
             bound: None,
             bind_in_progress: false,
@@ -63,7 +65,7 @@ impl UdpSocket {
             return Err(ErrorCode::InvalidState.into());
         }
         check_bind_route(ctx, SocketUse::UdpBind, addr)?;
-        let binding = ctx.network.bind(Protocol::Udp, addr)?;
+        let binding = ctx.network.bind(Protocol::Udp, addr, ctx.port_owner)?;
         let endpoint = binding.open_udp();
         self.bound = Some(Bound {
             binding: Arc::new(binding),
@@ -106,6 +108,7 @@ impl UdpSocket {
             local: bound.binding.clone(),
             endpoint: bound.endpoint.clone(),
             remote,
+            permitted: 0,
         };
         Ok((incoming, outgoing))
     }
@@ -237,19 +240,31 @@ pub struct OutgoingDatagramStream {
     /// Our own receive queue, where "port unreachable" is reported.
     endpoint: Arc<UdpEndpoint>,
     remote: Option<SocketAddr>,
+    /// Datagrams the last `check-send` permitted; each `send` uses them up.
+    permitted: u64,
 }
 
 impl OutgoingDatagramStream {
     pub(crate) fn check_send(&mut self) -> SocketResult<u64> {
+        self.permitted = SEND_PERMITS;
         Ok(SEND_PERMITS)
     }
 
     /// Sends datagrams in order; stops at the first failure, which is
-    /// reported only if nothing was sent.
+    /// reported only if nothing was sent. Sending more than the preceding
+    /// `check-send` permitted is a guest bug and traps, as the WIT says.
     pub(crate) fn send(&mut self, datagrams: Vec<(Vec<u8>, Option<SocketAddr>)>) -> SocketResult<u64> {
-        if datagrams.len() as u64 > SEND_PERMITS {
-            return Err(ErrorCode::InvalidArgument.into());
+        if datagrams.is_empty() {
+            return Ok(0);
         }
+        if datagrams.len() as u64 > self.permitted {
+            return Err(SocketError::Trap(wasmtime::format_err!(
+                "unpermitted: send of {} datagrams exceeds the {} permitted by check-send",
+                datagrams.len(),
+                self.permitted
+            )));
+        }
+        self.permitted = 0;
         let mut sent = 0;
         for (data, to) in datagrams {
             match self.send_one(data, to) {

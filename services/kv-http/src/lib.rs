@@ -13,6 +13,7 @@
 //! DELETE /<m>/<key>          200 number of keys deleted (DEL)
 //! GET    /<m>  or  /<m>/     200 `KEYS *`, sorted, one per line
 //! POST   /<m>/_crash         sends DEBUG SEGFAULT (kv crashes); 502
+//! POST   /<m>/_panic         this component panics (a trap; the host answers 500)
 //! GET    /<m>/_sleep/<ms>    sleeps, then 200 "slept <ms>" (no kv access)
 //! ```
 //!
@@ -73,6 +74,7 @@ enum Route {
     Delete(Vec<u8>),
     Incr(Vec<u8>),
     Crash,
+    Panic,
     Sleep(u64),
 }
 
@@ -132,6 +134,7 @@ fn handle(request: &IncomingRequest) -> Response {
             }
             Ok(reply(200, body))
         }),
+        Route::Panic => panic!("_panic: trapping on request (secret detail: hunter2)"),
         Route::Crash => with_kv(|kv| {
             // kv panics: the connection resets and this fails.
             Ok(match redis::cmd("DEBUG").arg("SEGFAULT").query::<redis::Value>(kv) {
@@ -169,6 +172,7 @@ fn route(method: &Method, path: &str) -> Result<Route, Response> {
         },
         (["_sleep", _], _) => not_allowed(),
         (["_crash"], Method::Post) => Ok(Route::Crash),
+        (["_panic"], Method::Post) => Ok(Route::Panic),
         ([k], Method::Get) => Ok(Route::Get(key(k)?)),
         ([k], Method::Put) => Ok(Route::Put(key(k)?)),
         ([k], Method::Delete) => Ok(Route::Delete(key(k)?)),

@@ -14,7 +14,8 @@ use wasmtime_wasi_io::streams::{DynInputStream, DynOutputStream};
 
 impl tcp_create_socket::Host for SocketsCtxView<'_> {
     fn create_tcp_socket(&mut self, family: IpAddressFamily) -> SocketResult<Resource<TcpSocket>> {
-        Ok(self.table.push(TcpSocket::new(self.ctx, family))?)
+        let slot = self.ctx.socket_slot()?;
+        Ok(self.table.push(TcpSocket::new(self.ctx, family, slot))?)
     }
 }
 

@@ -11,7 +11,8 @@ use wasmtime_wasi_io::poll::{DynPollable, subscribe};
 
 impl udp_create_socket::Host for SocketsCtxView<'_> {
     fn create_udp_socket(&mut self, family: IpAddressFamily) -> SocketResult<Resource<UdpSocket>> {
-        Ok(self.table.push(UdpSocket::new(family))?)
+        let slot = self.ctx.socket_slot()?;
+        Ok(self.table.push(UdpSocket::new(family, slot))?)
     }
 }
 

@@ -8,7 +8,8 @@
 //! Usage:
 //!   conformance all            run every case in order
 //!   conformance list           print the case names
-//!   conformance <case>...      run the named cases (a trailing `*` matches a prefix)
+//!   conformance <case>...      run the named cases (a trailing `*` matches a prefix);
+//!                              `host-*` and `trap-*` cases (src/host.rs) run only by name
 //!
 //! Each case prints `PASS <case>` or `FAIL <case>: <what differed>`, preceded
 //! by any `NOTE <case>: ...` lines (e.g. which policy error was accepted).
@@ -22,6 +23,7 @@
 //! NOTE. No check ever sends traffic to a non-loopback address.
 
 mod cx;
+mod host;
 mod lookup;
 mod net;
 mod tcp;
@@ -84,7 +86,11 @@ fn main() {
         } else if let Some(prefix) = arg.strip_suffix('*') {
             all.iter().copied().filter(|(n, _)| n.starts_with(prefix)).collect()
         } else {
-            all.iter().copied().filter(|(n, _)| n == arg).collect()
+            all.iter()
+                .chain(host::CASES)
+                .copied()
+                .filter(|(n, _)| n == arg)
+                .collect()
         };
         if matched.is_empty() {
             eprintln!("conformance: unknown case `{arg}`");

@@ -1,0 +1,338 @@
+//! Hostile guests against the policy: each test reproduces a way past it
+//! (or past the WIT's rules) with a real guest.
+
+use loophost::state::HostState;
+use loophost_tests::{Loophost, guest, http_request, temp_dir, up};
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use wasi_sockets_virt::{AddressRule, NameLookup, Policy, ResolveFuture, Resolver, VirtualNetwork};
+
+fn p(name: &str) -> String {
+    guest(name).display().to_string()
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// A real HTTP server on the machine that answers `body` to every request
+/// and counts the connections it accepted.
+fn real_server(listener: TcpListener, body: &'static str) -> Arc<AtomicUsize> {
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            counter.fetch_add(1, Ordering::SeqCst);
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).is_ok_and(|n| n == 1) {
+                head.push(byte[0]);
+            }
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    seen
+}
+
+/// Answers the first lookup with `first`, every later one with `later`:
+/// a DNS rebinding attack in miniature.
+struct RebindingResolver {
+    calls: AtomicUsize,
+    first: IpAddr,
+    later: IpAddr,
+}
+
+impl Resolver for RebindingResolver {
+    fn resolve(&self, _name: &str) -> ResolveFuture {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst);
+        let ip = if n == 0 { self.first } else { self.later };
+        Box::pin(async move { Ok(vec![ip]) })
+    }
+}
+
+/// Serves one HTTP request with a fresh instance of `pre` on `network`.
+async fn serve_one(
+    engine: wasmtime::Engine,
+    pre: wasmtime_wasi_http::p2::bindings::ProxyPre<HostState>,
+    network: VirtualNetwork,
+    policy: Arc<Policy>,
+    listener: tokio::net::TcpListener,
+) {
+    let (tcp, _) = listener.accept().await.expect("accept");
+    let service = hyper::service::service_fn(move |req| {
+        let (engine, pre, network, policy) = (engine.clone(), pre.clone(), network.clone(), policy.clone());
+        async move {
+            let state = HostState::new(wasmtime_wasi::WasiCtx::builder().build(), &network, policy);
+            let store = loophost::component::new_store(&engine, state);
+            let response = match loophost::http::handle(&pre, store, req).await {
+                Ok(response) => response,
+                Err(err) => loophost::http::text(500, format!("{err:#}")),
+            };
+            Ok::<_, std::convert::Infallible>(response)
+        }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outgoing_http_by_name_connects_to_exactly_the_address_that_was_checked() {
+    // The allowed destination: a real server on 127.0.0.1:PORT, with an
+    // explicit egress rule. The rebinding answer, 127.0.0.2, is not allowed.
+    let allowed = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = allowed.local_addr().expect("addr").port();
+    let allowed_hits = real_server(allowed, "from the checked address");
+    let other_hits = TcpListener::bind(("127.0.0.2", port))
+        .map(|l| real_server(l, "from the rebound address"))
+        .ok();
+
+    let engine = loophost::component::engine().expect("engine");
+    let component = loophost::component::load(&engine, &guest("http_fetch")).expect("load");
+    let pre = loophost::state::linker(&engine)
+        .expect("linker")
+        .instantiate_pre(&component)
+        .expect("link");
+    let pre = wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre).expect("proxy world");
+    let network = VirtualNetwork::new();
+    let resolver = Arc::new(RebindingResolver {
+        calls: AtomicUsize::new(0),
+        first: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        later: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)),
+    });
+    network.set_resolver(resolver.clone());
+    let policy = Arc::new(Policy {
+        egress: vec![AddressRule {
+            net: "127.0.0.1/32".parse().expect("net"),
+            ports: port..=port,
+        }],
+        name_lookup: NameLookup::Names(vec!["rebind.test".into()]),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let server = tokio::spawn(serve_one(engine, pre, network, policy, listener));
+
+    let url = percent_encode(&format!("http://rebind.test:{port}/"));
+    let (status, body) = tokio::task::spawn_blocking(move || http_request(&addr, "GET", &format!("/f?url={url}"), b""))
+        .await
+        .expect("join")
+        .expect("request");
+    let _ = server.await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("from the checked address"), "{body}");
+    assert_eq!(resolver.calls.load(Ordering::SeqCst), 1, "the name is resolved once");
+    assert_eq!(allowed_hits.load(Ordering::SeqCst), 1);
+    if let Some(other) = other_hits {
+        assert_eq!(other.load(Ordering::SeqCst), 0, "nothing reached the rebound address");
+    }
+}
+
+#[test]
+fn outgoing_http_to_unspecified_or_mapped_addresses_never_reaches_the_real_loopback() {
+    let real = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = real.local_addr().expect("addr").port();
+    let hits = real_server(real, "the machine's own loopback");
+    let dir = temp_dir("http-unspecified");
+    let manifest = dir.join("u.toml");
+    // Even with the whole internet allowed, these are not destinations.
+    std::fs::write(
+        &manifest,
+        format!(
+            r#"
+name = "u"
+
+[[component]]
+name = "fetch"
+wasm = "{fetch}"
+route = "/fetch"
+sockets = {{ allow_egress = ["0.0.0.0/0", "::/0"] }}
+"#,
+            fetch = p("http_fetch"),
+        ),
+    )
+    .expect("manifest");
+    let (_host, addr) = up(&[&manifest], &[]);
+    for target in [
+        format!("http://0.0.0.0:{port}/"),
+        format!("http://[::]:{port}/"),
+        format!("http://[::ffff:127.0.0.1]:{port}/"),
+        format!("http://[::ffff:0.0.0.0]:{port}/"),
+    ] {
+        let (status, body) =
+            http_request(&addr, "GET", &format!("/fetch?url={}", percent_encode(&target)), b"").expect("request");
+        assert!(
+            status == 502 && body.contains("HttpRequestDenied"),
+            "{target}: {status} {body}"
+        );
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "the real loopback saw nothing");
+}
+
+#[test]
+fn a_declared_port_belongs_to_its_service_even_while_it_is_down() {
+    let dir = temp_dir("reserved-port");
+    let manifest = dir.join("r.toml");
+    // "owner" declares 7400 but fails at start (bad arguments) and backs
+    // off; the squatters must not get its port meanwhile.
+    std::fs::write(
+        &manifest,
+        format!(
+            r#"
+name = "r"
+
+[[service]]
+name = "owner"
+wasm = "{echo}"
+args = ["not-an-address"]
+ports = [7400]
+backoff_initial_ms = 1000
+
+[[service]]
+name = "squatter"
+wasm = "{client}"
+args = ["bind", "127.0.0.1:7400"]
+restart = "never"
+
+[[component]]
+name = "squat-job"
+wasm = "{client}"
+args = ["bind", "0.0.0.0:7400", "--exit"]
+"#,
+            echo = p("echo-server"),
+            client = p("tcp-client"),
+        ),
+    )
+    .expect("manifest");
+    let (host, _addr) = up(&[&manifest], &["--ready-timeout", "1"]);
+    host.expect_stderr("component=squat-job", Duration::from_secs(30));
+    host.expect_stderr("component=squatter", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(300));
+    let log = host.stderr();
+    for who in ["squatter", "squat-job"] {
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains(&format!("component={who} ")))
+            .collect();
+        assert!(
+            lines.iter().any(|l| l.contains("error AddrInUse")) && !lines.iter().any(|l| l.contains("bound ")),
+            "{who} must not bind the owner's port: {lines:?}\n{log}"
+        );
+    }
+}
+
+/// Runs conformance cases that need the host's cooperation.
+fn conformance(case: &str, extra: &[&str], env: &[(&str, String)]) -> (i32, String, String) {
+    let mut args = vec!["run".to_string()];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.push(p("conformance"));
+    args.push(case.to_string());
+    Loophost::spawn_env(&args, env).wait_with_stderr(Duration::from_secs(60))
+}
+
+#[test]
+fn udp_send_beyond_what_check_send_permitted_traps() {
+    for case in ["trap-udp-send-beyond-permit", "trap-udp-send-without-check"] {
+        let (code, out, err) = conformance(case, &[], &[]);
+        assert_ne!(code, 0, "{case}: {out}");
+        assert!(!out.contains("FAIL"), "{case} returned instead of trapping: {out}");
+        assert!(err.contains("trapped") && err.contains("unpermitted"), "{case}: {err}");
+    }
+}
+
+#[test]
+fn buffer_sizes_set_before_a_real_connect_are_applied() {
+    let peer = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = peer.local_addr().expect("addr");
+    let _hits = real_server(peer, "");
+    let rule = addr.to_string();
+    let env = format!("REAL_PEER={rule}");
+    let (code, out, err) = conformance(
+        "host-tcp-buffer-sizes-reach-real-socket",
+        &["--allow-egress", &rule, "--env", &env],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("PASS host-tcp-buffer-sizes-reach-real-socket"), "{out}");
+}
+
+fn kv_workload(dir: &std::path::Path) -> std::path::PathBuf {
+    let manifest = dir.join("kv.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            r#"
+name = "kv"
+
+[[service]]
+name = "kv"
+wasm = "{kv}"
+ports = [6379]
+
+[[component]]
+name = "api"
+wasm = "{api}"
+route = "/kv"
+"#,
+            kv = p("kv"),
+            api = p("kv_http"),
+        ),
+    )
+    .expect("manifest");
+    manifest
+}
+
+#[test]
+fn a_trapping_component_answers_500_without_its_trap_text() {
+    let dir = temp_dir("no-echo");
+    let (host, addr) = up(&[&kv_workload(&dir)], &[]);
+    let (status, body) = http_request(&addr, "POST", "/kv/_panic", b"").expect("request");
+    assert_eq!(status, 500, "{body}");
+    assert!(!body.contains("hunter2") && !body.contains("trap"), "{body}");
+    assert!(body.contains("api failed"), "{body}");
+    host.expect_stderr("hunter2", Duration::from_secs(10));
+    // And the component still serves the next request.
+    assert_eq!(http_request(&addr, "PUT", "/kv/after", b"v").expect("put").0, 200);
+}
+
+#[test]
+fn a_second_signal_during_the_drain_stops_at_once() {
+    let dir = temp_dir("second-signal");
+    let (host, addr) = up(&[&kv_workload(&dir)], &["--drain-timeout", "60"]);
+    let slow = std::thread::spawn(move || http_request(&addr, "GET", "/kv/_sleep/30000", b""));
+    std::thread::sleep(Duration::from_millis(500));
+    let signal = |sig: &str| {
+        std::process::Command::new("kill")
+            .args([sig, &host.pid().to_string()])
+            .status()
+            .expect("kill");
+    };
+    signal("-INT");
+    host.expect_stderr("draining", Duration::from_secs(10));
+    let started = std::time::Instant::now();
+    signal("-INT");
+    let (code, _out, err) = host.wait_with_stderr(Duration::from_secs(10));
+    assert!(started.elapsed() < Duration::from_secs(5), "stopped at once: {err}");
+    assert_eq!(code, 1, "not a clean drain: {err}");
+    assert!(err.contains("second signal"), "{err}");
+    // The in-flight request was cut off, not answered.
+    assert!(
+        !matches!(slow.join().expect("thread"), Ok((200, _))),
+        "the 30 s request cannot have completed"
+    );
+}
