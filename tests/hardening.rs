@@ -336,3 +336,85 @@ fn a_second_signal_during_the_drain_stops_at_once() {
         "the 30 s request cannot have completed"
     );
 }
+
+#[test]
+fn a_store_holds_at_most_its_socket_limit() {
+    let limit = wasi_sockets_virt::NetworkConfig::default().max_sockets_per_store;
+    let env = format!("SOCKET_LIMIT={limit}");
+    let (code, out, err) = conformance("host-socket-limit", &["--env", &env], &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("PASS host-socket-limit"), "{out}");
+}
+
+#[test]
+fn a_guest_flooding_its_output_is_rate_limited_and_long_lines_are_cut() {
+    let dir = temp_dir("chatter");
+    let manifest = dir.join("c.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            r#"
+name = "c"
+
+[[service]]
+name = "kv"
+wasm = "{kv}"
+ports = [6379]
+
+[[component]]
+name = "api"
+wasm = "{api}"
+route = "/kv"
+
+[[component]]
+name = "newlines"
+wasm = "{chatter}"
+args = ["300000", "0"]
+
+[[component]]
+name = "long-line"
+wasm = "{chatter}"
+args = ["1", "100000"]
+"#,
+            kv = p("kv"),
+            api = p("kv_http"),
+            chatter = p("chatter"),
+        ),
+    )
+    .expect("manifest");
+    let started = std::time::Instant::now();
+    let (host, addr) = up(&[&manifest], &[]);
+    // While the flood runs, the other components are served.
+    assert_eq!(http_request(&addr, "PUT", "/kv/k", b"v").expect("put").0, 200);
+    host.expect_stderr("lines dropped", Duration::from_secs(30));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while host.stderr().matches("job finished").count() < 2 {
+        assert!(std::time::Instant::now() < deadline, "jobs did not finish:\n{}", host.stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let log = host.stderr();
+    let flood_lines = log.lines().filter(|l| l.contains("component=newlines stream")).count();
+    // Burst 2000, then 500 a second.
+    let bound = 2000.0 + 500.0 * (elapsed + 1.0);
+    assert!(
+        (flood_lines as f64) <= bound,
+        "{flood_lines} of 300000 lines logged in {elapsed:.1} s"
+    );
+    let dropped: u64 = log
+        .lines()
+        .filter(|l| l.contains("lines dropped") && l.contains("component=newlines"))
+        .filter_map(|l| l.split("dropped=").nth(1)?.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(
+        dropped + flood_lines as u64,
+        300_001,
+        "every line is logged or counted as dropped ({flood_lines} logged)"
+    );
+    let long = log
+        .lines()
+        .find(|l| l.contains("component=long-line stream") && l.contains("xxxx"))
+        .expect("the long line, cut");
+    assert!(long.contains("[line cut: 91808 more bytes]"), "{}", &long[long.len().saturating_sub(200)..]);
+    assert!(long.len() < 9 * 1024, "{} bytes", long.len());
+}

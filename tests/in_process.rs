@@ -165,3 +165,90 @@ async fn a_cancelled_store_resets_its_connections() {
         "a cancelled peer is a reset, not a clean end: {out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_network_budget_bounds_what_all_connections_hold_together() {
+    let engine = loophost::component::engine().expect("engine");
+    let budget = 512 * 1024;
+    let network = VirtualNetwork::with_config(NetworkConfig {
+        connection_buffer: 256 * 1024,
+        max_buffered_bytes: budget,
+        ..NetworkConfig::default()
+    });
+    // A server that never reads, and eight clients flooding it: without the
+    // budget they would park 8 x 256 KiB in the host.
+    let sink = prepared(&engine, "echo-server", &["127.0.0.1:7500", "--mode", "sink"]);
+    let (server, _) = spawn(&sink, &network);
+    wait_listening(&network, "127.0.0.1:7500").await;
+    let flood = prepared(&engine, "tcp-client", &["flood", "127.0.0.1:7500", &(64 << 20).to_string()]);
+    let clients: Vec<_> = (0..8).map(|_| spawn(&flood, &network)).collect();
+    let mut peak = 0;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        peak = peak.max(network.stats().buffered_bytes);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // A permit handed out before another writer used the rest may overshoot
+    // by one write (64 KiB) per worker thread.
+    assert!(peak <= budget + 2 * 64 * 1024, "peak {peak} bytes, budget {budget}");
+    assert!(peak >= budget / 2, "the clients did fill the budget: peak {peak}");
+    assert!(clients.iter().all(|(task, _)| !task.is_finished()), "every writer is waiting, none failed");
+    println!("network budget: peak buffered {peak} bytes with a {budget}-byte budget and 8 x 256 KiB connections");
+    for (task, _) in clients {
+        task.abort();
+    }
+    server.abort();
+}
+
+/// Runs a conformance host case with `env`; returns its task and stdout.
+fn spawn_case(
+    engine: &wasmtime::Engine,
+    network: &VirtualNetwork,
+    case: &str,
+    env: &[(&str, String)],
+) -> (tokio::task::JoinHandle<anyhow::Result<i32>>, MemoryOutputPipe) {
+    let guest = prepared(engine, "conformance", &[case]);
+    let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    let out = MemoryOutputPipe::new(1 << 20);
+    let (n, o) = (network.clone(), out.clone());
+    let task = tokio::spawn(async move { guest.run_with_stdout(&n, Arc::new(Policy::default()), &env, Some(o)).await });
+    (task, out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_queues_are_bounded_by_bytes_and_counted_by_the_network() {
+    let engine = loophost::component::engine().expect("engine");
+    for (port, receive_buffer) in [(7601u16, None), (7602, Some(16 * 1024usize))] {
+        let network = VirtualNetwork::new();
+        let mut env = vec![("UDP_PORT", port.to_string()), ("SLEEP_MS", "20000".to_string())];
+        if let Some(size) = receive_buffer {
+            env.push(("UDP_RECEIVE_BUFFER", size.to_string()));
+        }
+        let (sink, sink_out) = spawn_case(&engine, &network, "host-udp-sink", &env);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !text(&sink_out).contains("bound") {
+            assert!(Instant::now() < deadline, "the sink never bound: {}", text(&sink_out));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // 4 MiB of 1 KiB datagrams, then 100 000 empty ones, to a socket
+        // that never reads.
+        for (count, size) in [(4096, 1024), (100_000, 0)] {
+            let flood_env = [
+                ("UDP_PORT", port.to_string()),
+                ("COUNT", count.to_string()),
+                ("SIZE", size.to_string()),
+            ];
+            let (flood, out) = spawn_case(&engine, &network, "host-udp-flood", &flood_env);
+            let code = flood.await.expect("join").expect("flood ran");
+            assert_eq!(code, 0, "{}", text(&out));
+        }
+        let held = network.stats().buffered_bytes;
+        let limit = receive_buffer.unwrap_or(208 * 1024);
+        assert!(held > 0, "queued datagrams are counted in the network's buffered bytes");
+        assert!(held <= limit, "the sink holds {held} bytes, its receive buffer is {limit}");
+        println!("udp: a socket that never reads holds {held} bytes (receive buffer {limit})");
+        sink.abort();
+        let _ = sink.await;
+        assert_eq!(network.stats().buffered_bytes, 0, "all released when the socket is gone");
+    }
+}

@@ -20,6 +20,7 @@ pub struct Instruments {
     pub service_restarts: Counter<u64>,
     pub http_request_duration: Histogram<f64>,
     pub instantiation_duration: Histogram<f64>,
+    pub guest_lines_dropped: Counter<u64>,
 }
 
 /// The process-wide instruments (created on first use, after telemetry init).
@@ -62,6 +63,10 @@ pub fn instruments() -> &'static Instruments {
             instantiation_duration: meter
                 .f64_histogram("loophost.component.instantiation.duration")
                 .with_unit("s")
+                .build(),
+            guest_lines_dropped: meter
+                .u64_counter("loophost.guest.output.dropped")
+                .with_description("Guest output lines dropped by the per-component rate limit")
                 .build(),
         }
     })

@@ -5,25 +5,123 @@ use bytes::Bytes;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
 use wasi_sockets_virt::ConnectionContext;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
+/// Longest line logged as is; longer ones are cut (and say so).
+pub const MAX_LINE: usize = 8 * 1024;
+/// Lines a guest may log per second, sustained...
+const LINES_PER_SECOND: f64 = 500.0;
+/// ...and at once, after a quiet spell.
+const LINE_BURST: f64 = 2000.0;
+
 /// Which guest wrote a line.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Origin {
     pub workload: String,
     pub name: String,
     pub stream: &'static str,
+    /// Shared by every instance of the same component or service.
+    pub limiter: Arc<OutputLimiter>,
+}
+
+/// The log-line rate limit of one component or service (all its instances,
+/// both streams): a guest printing in a loop cannot flood the host's log or
+/// its exporter. Lines over the limit are dropped and counted; a warning
+/// says how many, at most once a second.
+pub struct OutputLimiter {
+    bucket: Mutex<Bucket>,
+    /// Whose lines (workload, name), for the report when it is dropped.
+    who: Mutex<(String, String)>,
+}
+
+struct Bucket {
+    tokens: f64,
+    refilled: Instant,
+    dropped: u64,
+    reported: Instant,
+}
+
+impl Default for OutputLimiter {
+    fn default() -> Self {
+        let now = Instant::now();
+        OutputLimiter {
+            bucket: Mutex::new(Bucket {
+                tokens: LINE_BURST,
+                refilled: now,
+                dropped: 0,
+                // The first drop is reported at once.
+                reported: now.checked_sub(Duration::from_secs(1)).unwrap_or(now),
+            }),
+            who: Mutex::default(),
+        }
+    }
+}
+
+impl Drop for OutputLimiter {
+    fn drop(&mut self) {
+        let b = self.bucket.get_mut().unwrap_or_else(|e| e.into_inner());
+        if b.dropped > 0 {
+            let (workload, name) = std::mem::take(self.who.get_mut().unwrap_or_else(|e| e.into_inner()));
+            report_dropped(&workload, &name, b.dropped);
+        }
+    }
+}
+
+fn report_dropped(workload: &str, name: &str, dropped: u64) {
+    tracing::warn!(workload = %workload, component = %name, dropped,
+        "guest output over {LINES_PER_SECOND} lines/s: lines dropped");
+    crate::metrics::instruments().guest_lines_dropped.add(
+        dropped,
+        &[
+            opentelemetry::KeyValue::new("workload.name", workload.to_string()),
+            opentelemetry::KeyValue::new("component.name", name.to_string()),
+        ],
+    );
+}
+
+impl OutputLimiter {
+    pub fn new() -> Arc<Self> {
+        Arc::default()
+    }
+
+    /// May one more line be logged? Returns the lines dropped since the
+    /// last report when it is time to report them.
+    fn admit(&self, origin: &Origin) -> (bool, Option<u64>) {
+        let mut b = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let refill = now.duration_since(b.refilled).as_secs_f64() * LINES_PER_SECOND;
+        b.tokens = (b.tokens + refill).min(LINE_BURST);
+        b.refilled = now;
+        let admitted = b.tokens >= 1.0;
+        if admitted {
+            b.tokens -= 1.0;
+        } else {
+            if b.dropped == 0 {
+                let mut who = self.who.lock().unwrap_or_else(|e| e.into_inner());
+                if who.1.is_empty() {
+                    *who = (origin.workload.clone(), origin.name.clone());
+                }
+            }
+            b.dropped += 1;
+        }
+        let report = (b.dropped > 0 && now.duration_since(b.reported) >= Duration::from_secs(1)).then(|| {
+            b.reported = now;
+            std::mem::take(&mut b.dropped)
+        });
+        (admitted, report)
+    }
 }
 
 /// A `StdoutStream` that turns guest output into one log event per line.
 #[derive(Clone)]
 pub struct LogOutput {
     origin: Arc<Origin>,
-    partial: Arc<Mutex<Vec<u8>>>,
+    partial: Arc<Mutex<Partial>>,
     /// For services: the connection the guest is serving, when unambiguous.
     connection: Option<ConnectionContext>,
     /// Also write the bytes, unchanged, to this stream of the host.
@@ -81,10 +179,23 @@ impl LogOutput {
         self
     }
 
-    fn emit(&self, line: &[u8]) {
+    /// Logs one line (`cut`: bytes of it that were dropped for length).
+    fn emit(&self, line: &[u8], cut: usize) {
+        let o = &self.origin;
+        let (admitted, report) = o.limiter.admit(o);
+        if let Some(dropped) = report {
+            report_dropped(&o.workload, &o.name, dropped);
+        }
+        if !admitted {
+            return;
+        }
         let line = String::from_utf8_lossy(line);
         let line = line.trim_end_matches('\r');
-        let o = &self.origin;
+        let line = if cut > 0 {
+            format!("{line} [line cut: {cut} more bytes]")
+        } else {
+            line.to_string()
+        };
         let event = || tracing::info!(target: "guest", workload = %o.workload, component = %o.name, stream = o.stream, "{line}");
         // The line belongs to the connection the guest serves, else to the
         // span it runs in (its request, its job, its service incarnation).
@@ -101,33 +212,52 @@ impl LogOutput {
             echo.write(bytes);
         }
         let mut partial = self.partial.lock().unwrap_or_else(|e| e.into_inner());
-        // Emit every complete line in one pass; keep only the unfinished tail.
+        // Emit every complete line in one pass; keep only the unfinished
+        // tail, and of an overlong line only its first MAX_LINE bytes (a
+        // guest that never prints a newline must not grow host memory).
         let mut rest = bytes;
         while let Some(pos) = rest.iter().position(|&b| b == b'\n') {
-            if partial.is_empty() {
-                self.emit(&rest[..pos]);
+            if partial.line.is_empty() && partial.cut == 0 {
+                let cut = pos.saturating_sub(MAX_LINE);
+                self.emit(&rest[..pos - cut], cut);
             } else {
-                partial.extend_from_slice(&rest[..pos]);
-                let line = std::mem::take(&mut *partial);
-                self.emit(&line);
+                partial.append(&rest[..pos]);
+                let (line, cut) = partial.take();
+                self.emit(&line, cut);
             }
             rest = &rest[pos + 1..];
         }
-        partial.extend_from_slice(rest);
-        // A guest that never prints a newline must not grow host memory.
-        if partial.len() > 16 * 1024 {
-            let line = std::mem::take(&mut *partial);
-            self.emit(&line);
-        }
+        partial.append(rest);
+    }
+}
+
+/// The unfinished last line of a stream.
+#[derive(Default)]
+struct Partial {
+    line: Vec<u8>,
+    /// Bytes of this line beyond MAX_LINE, dropped.
+    cut: usize,
+}
+
+impl Partial {
+    fn append(&mut self, bytes: &[u8]) {
+        let keep = bytes.len().min(MAX_LINE - self.line.len().min(MAX_LINE));
+        self.line.extend_from_slice(&bytes[..keep]);
+        self.cut += bytes.len() - keep;
+    }
+
+    fn take(&mut self) -> (Vec<u8>, usize) {
+        let cut = std::mem::take(&mut self.cut);
+        (std::mem::take(&mut self.line), cut)
     }
 }
 
 impl Drop for LogOutput {
     fn drop(&mut self) {
         if Arc::strong_count(&self.partial) == 1 {
-            let rest = std::mem::take(&mut *self.partial.lock().unwrap_or_else(|e| e.into_inner()));
-            if !rest.is_empty() {
-                self.emit(&rest);
+            let (rest, cut) = self.partial.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if !rest.is_empty() || cut > 0 {
+                self.emit(&rest, cut);
             }
         }
     }

@@ -2,7 +2,7 @@
 //! background components on the same virtual network.
 
 use crate::component;
-use crate::output::{Echo, LogOutput, Origin};
+use crate::output::{Echo, LogOutput, Origin, OutputLimiter};
 use crate::state::{self, HostState};
 use anyhow::{Context, Result};
 use std::net::SocketAddr;
@@ -81,10 +81,12 @@ impl Prepared {
         // component's trace context), as in `up`; the terminal still gets
         // every byte as written.
         if crate::telemetry::export_enabled() {
+            let limiter = OutputLimiter::new();
             let origin = |stream| Origin {
                 workload: "run".to_string(),
                 name: self.name(),
                 stream,
+                limiter: limiter.clone(),
             };
             wasi.stdout(LogOutput::new(origin("stdout")).echoing_to(Echo::Stdout))
                 .stderr(LogOutput::new(origin("stderr")).echoing_to(Echo::Stderr));

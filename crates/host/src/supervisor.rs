@@ -4,7 +4,7 @@
 //! exponential backoff.
 
 use crate::manifest::{RestartPolicy, Service};
-use crate::output::{LogOutput, Origin};
+use crate::output::{LogOutput, Origin, OutputLimiter};
 use crate::run::Prepared;
 use crate::state::HostState;
 use std::fmt;
@@ -58,6 +58,8 @@ pub struct ServiceSupervisor {
     pub workload: String,
     pub service: Service,
     status: Mutex<ServiceStatus>,
+    /// The service's log-line rate limit, across incarnations.
+    output: Arc<OutputLimiter>,
 }
 
 impl ServiceSupervisor {
@@ -71,6 +73,7 @@ impl ServiceSupervisor {
                 last_exit: None,
                 since: None,
             }),
+            output: OutputLimiter::new(),
         })
     }
 
@@ -191,6 +194,7 @@ impl ServiceSupervisor {
             workload: self.workload.clone(),
             name: self.service.name.clone(),
             stream,
+            limiter: self.output.clone(),
         };
         // The sockets come first: the guest's output is attributed to the
         // connection it is serving (see `ConnectionContext`).

@@ -4,7 +4,7 @@
 use crate::component;
 use crate::http;
 use crate::manifest::{self, Workload};
-use crate::output::{LogOutput, Origin};
+use crate::output::{LogOutput, Origin, OutputLimiter};
 use crate::run::{ComponentSpec, Prepared};
 use crate::state::{self, HostState};
 use crate::supervisor::{ServiceState, ServiceSupervisor};
@@ -46,6 +46,8 @@ struct HttpComponent {
     env: Vec<(String, String)>,
     policy: Arc<Policy>,
     pre: ProxyPre<HostState>,
+    /// The log-line rate limit shared by all its instances.
+    output: Arc<OutputLimiter>,
 }
 
 /// A running workload: its private network and its services.
@@ -219,6 +221,7 @@ pub async fn up(options: UpOptions) -> Result<i32> {
                     env: c.env.clone(),
                     policy: Arc::new(c.policy.clone()),
                     pre,
+                    output: OutputLimiter::new(),
                 }),
                 Prepped::Job(prepared) => jobs.push((runtime.clone(), c.clone(), Arc::new(prepared))),
             }
@@ -265,10 +268,12 @@ pub async fn up(options: UpOptions) -> Result<i32> {
     let mut job_tasks = JoinSet::new();
     for (runtime, c, prepared) in jobs {
         job_tasks.spawn(async move {
+            let limiter = OutputLimiter::new();
             let origin = |stream| Origin {
                 workload: runtime.id.clone(),
                 name: c.name.clone(),
                 stream,
+                limiter: limiter.clone(),
             };
             let mut wasi = prepared.wasi();
             wasi.envs(&c.env)
@@ -528,6 +533,7 @@ async fn dispatch(
             workload: c.workload.id.clone(),
             name: c.name.clone(),
             stream,
+            limiter: c.output.clone(),
         };
         let mut wasi = wasmtime_wasi::WasiCtx::builder();
         wasi.envs(&c.env)

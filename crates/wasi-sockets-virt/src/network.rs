@@ -29,8 +29,6 @@ pub struct NetworkConfig {
     pub connection_buffer: usize,
     /// Ports handed out for binds to port 0 and for implicit client binds.
     pub ephemeral_ports: RangeInclusive<u16>,
-    /// Datagrams a UDP socket may have queued before new ones are dropped.
-    pub udp_queue: usize,
     /// Connections open at once on this network; connects beyond it are
     /// refused. Each holds up to two `connection_buffer`s.
     pub max_connections: usize,
@@ -49,7 +47,6 @@ impl Default for NetworkConfig {
         NetworkConfig {
             connection_buffer: 256 * 1024,
             ephemeral_ports: 49152..=65535,
-            udp_queue: 1024,
             max_connections: 16_384,
             max_buffered_bytes: 512 * 1024 * 1024,
             max_sockets_per_store: 4096,
@@ -601,10 +598,16 @@ impl PortBinding {
     }
 
     /// Turns a UDP binding into a datagram endpoint.
-    pub(crate) fn open_udp(&self) -> Arc<UdpEndpoint> {
+    /// Makes this binding a UDP socket's, holding at most `receive_buffer`
+    /// bytes of datagrams (see [`UdpEndpoint::deliver`]).
+    pub(crate) fn open_udp(&self, receive_buffer: usize) -> Arc<UdpEndpoint> {
         let endpoint = Arc::new(UdpEndpoint {
-            queue: Mutex::new(VecDeque::new()),
-            capacity: self.network.inner.config.udp_queue,
+            queue: Mutex::new(UdpQueue {
+                datagrams: VecDeque::new(),
+                cost: 0,
+                capacity: receive_buffer,
+            }),
+            budget: self.network.inner.budget.clone(),
             incoming: Notify::new(),
             refused: AtomicBool::new(false),
         });
@@ -793,40 +796,72 @@ pub trait NetworkObserver: Send + Sync {
     }
 }
 
+/// What one queued datagram costs beyond its payload (as a kernel counts
+/// its buffer overhead), so a flood of empty datagrams is bounded too.
+const DATAGRAM_OVERHEAD: usize = 256;
+
 /// The receive queue of a bound virtual UDP socket.
 pub(crate) struct UdpEndpoint {
-    queue: Mutex<VecDeque<Datagram>>,
-    capacity: usize,
+    queue: Mutex<UdpQueue>,
+    /// The network-wide cap, shared with TCP connections.
+    budget: Arc<BufferBudget>,
     incoming: Notify,
     /// A datagram this socket sent found no receiver (see `report_refused`).
     refused: AtomicBool,
 }
 
+struct UdpQueue {
+    datagrams: VecDeque<Datagram>,
+    /// Payload plus overhead of what is queued.
+    cost: usize,
+    /// The socket's receive buffer size.
+    capacity: usize,
+}
+
+fn cost_of(datagram: &Datagram) -> usize {
+    datagram.data.len() + DATAGRAM_OVERHEAD
+}
+
 impl UdpEndpoint {
-    fn lock(&self) -> MutexGuard<'_, VecDeque<Datagram>> {
+    fn lock(&self) -> MutexGuard<'_, UdpQueue> {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues a datagram; drops it when the queue is full, as UDP does.
+    /// Queues a datagram; drops it, as UDP does, when the socket's receive
+    /// buffer or the network's budget has no room for it.
     pub(crate) fn deliver(&self, datagram: Datagram) {
+        let cost = cost_of(&datagram);
         let mut q = self.lock();
-        if q.len() < self.capacity {
-            q.push_back(datagram);
-            drop(q);
-            self.incoming.notify_waiters();
+        if q.cost + cost > q.capacity || cost > self.budget.space() {
+            return;
         }
+        q.cost += cost;
+        q.datagrams.push_back(datagram);
+        self.budget.take(cost);
+        drop(q);
+        self.incoming.notify_waiters();
+    }
+
+    /// A new receive buffer size (`set-receive-buffer-size` after bind).
+    pub(crate) fn set_capacity(&self, bytes: usize) {
+        self.lock().capacity = bytes;
     }
 
     /// Takes up to `max` datagrams that pass `accept`; others are discarded.
     pub(crate) fn receive(&self, max: usize, accept: impl Fn(&Datagram) -> bool) -> Vec<Datagram> {
         let mut q = self.lock();
         let mut out = Vec::new();
+        let mut freed = 0;
         while out.len() < max {
-            let Some(d) = q.pop_front() else { break };
+            let Some(d) = q.datagrams.pop_front() else { break };
+            freed += cost_of(&d);
             if accept(&d) {
                 out.push(d);
             }
         }
+        q.cost -= freed;
+        drop(q);
+        self.budget.release(freed);
         out
     }
 
@@ -846,11 +881,18 @@ impl UdpEndpoint {
             let incoming = self.incoming.notified();
             tokio::pin!(incoming);
             incoming.as_mut().enable();
-            if !self.lock().is_empty() || self.refused.load(Ordering::Acquire) {
+            if !self.lock().datagrams.is_empty() || self.refused.load(Ordering::Acquire) {
                 return;
             }
             incoming.await;
         }
+    }
+}
+
+impl Drop for UdpEndpoint {
+    fn drop(&mut self) {
+        let q = self.queue.get_mut().unwrap_or_else(|e| e.into_inner());
+        self.budget.release(q.cost);
     }
 }
 

@@ -43,15 +43,15 @@ impl BufferBudget {
         self.used.load(Ordering::Relaxed)
     }
 
-    fn space(&self) -> usize {
+    pub(crate) fn space(&self) -> usize {
         self.limit.saturating_sub(self.used())
     }
 
-    fn take(&self, n: usize) {
+    pub(crate) fn take(&self, n: usize) {
         self.used.fetch_add(n, Ordering::Relaxed);
     }
 
-    fn release(&self, n: usize) {
+    pub(crate) fn release(&self, n: usize) {
         if n == 0 {
             return;
         }

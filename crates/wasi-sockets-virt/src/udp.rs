@@ -25,6 +25,9 @@ pub(crate) struct Datagram {
     pub(crate) from: SocketAddr,
 }
 
+/// The largest receive buffer a socket may ask for (like `net.core.rmem_max`).
+const MAX_RECEIVE_BUFFER: u64 = 4 * 1024 * 1024;
+
 /// A `wasi:sockets/udp.udp-socket`.
 pub struct UdpSocket {
     family: IpAddressFamily,
@@ -66,7 +69,7 @@ impl UdpSocket {
         }
         check_bind_route(ctx, SocketUse::UdpBind, addr)?;
         let binding = ctx.network.bind(Protocol::Udp, addr, ctx.port_owner)?;
-        let endpoint = binding.open_udp();
+        let endpoint = binding.open_udp(usize::try_from(self.receive_buffer).unwrap_or(usize::MAX));
         self.bound = Some(Bound {
             binding: Arc::new(binding),
             endpoint,
@@ -148,7 +151,12 @@ impl UdpSocket {
         if value == 0 {
             return Err(ErrorCode::InvalidArgument.into());
         }
+        // Clamped like the kernel's rmem_max: the size bounds host memory.
+        let value = value.min(MAX_RECEIVE_BUFFER);
         self.receive_buffer = value;
+        if let Some(bound) = &self.bound {
+            bound.endpoint.set_capacity(value as usize);
+        }
         Ok(())
     }
 

@@ -1,7 +1,8 @@
 //! Cases that need something from the host test that runs them, so they are
 //! not part of `all`: a real peer to connect to (its address in the
-//! environment variable `REAL_PEER`, allowed by an egress rule), or an
-//! outcome that ends the guest (a trap the WIT prescribes).
+//! environment variable `REAL_PEER`, allowed by an egress rule), a host
+//! setting to compare with (`SOCKET_LIMIT`), or an outcome that ends the
+//! guest (a trap the WIT prescribes).
 
 use wasip2::sockets::network::IpAddressFamily;
 use wasip2::sockets::udp::OutgoingDatagram;
@@ -16,6 +17,9 @@ pub const CASES: &[(&str, CaseFn)] = &[
     ),
     ("trap-udp-send-beyond-permit", udp_send_beyond_permit),
     ("trap-udp-send-without-check", udp_send_without_check),
+    ("host-socket-limit", socket_limit),
+    ("host-udp-sink", udp_sink),
+    ("host-udp-flood", udp_flood),
 ];
 
 fn real_peer() -> R<wasip2::sockets::network::IpSocketAddress> {
@@ -91,5 +95,90 @@ fn udp_send_without_check(cx: &mut Cx) -> R<()> {
     cx.fail(format!(
         "a second send without check-send returned {result:?} instead of trapping"
     ));
+    Ok(())
+}
+
+/// A store cannot hold more sockets than its network allows
+/// (`SOCKET_LIMIT`, the host's per-store limit): the next create is
+/// `new-socket-limit`, and closing one makes room again.
+fn socket_limit(cx: &mut Cx) -> R<()> {
+    let limit: usize = std::env::var("SOCKET_LIMIT")
+        .map_err(|_| "SOCKET_LIMIT is not set".to_string())?
+        .parse()
+        .map_err(|_| "SOCKET_LIMIT is not a number".to_string())?;
+    let mut held = Vec::new();
+    let error = loop {
+        let r = if held.len() % 2 == 0 {
+            wasip2::sockets::tcp_create_socket::create_tcp_socket(IpAddressFamily::Ipv4).map(|s| (Some(s), None))
+        } else {
+            wasip2::sockets::udp_create_socket::create_udp_socket(IpAddressFamily::Ipv4).map(|s| (None, Some(s)))
+        };
+        match r {
+            Ok(socket) => held.push(socket),
+            Err(e) => break e,
+        }
+        if held.len() > limit + 10 {
+            cx.fail(format!("created {} sockets with a limit of {limit}", held.len()));
+            return Ok(());
+        }
+    };
+    cx.note(format!("created {} sockets, then {}", held.len(), error.name()));
+    cx.check_eq("sockets created before the limit", held.len(), limit);
+    cx.check(
+        error == wasip2::sockets::network::ErrorCode::NewSocketLimit,
+        || format!("expected new-socket-limit, got {}", error.name()),
+    );
+    held.pop();
+    cx.check(
+        wasip2::sockets::tcp_create_socket::create_tcp_socket(IpAddressFamily::Ipv4).is_ok(),
+        || "closing a socket did not make room for another".to_string(),
+    );
+    Ok(())
+}
+
+fn env_number(name: &str) -> R<u64> {
+    std::env::var(name)
+        .map_err(|_| format!("{name} is not set"))?
+        .parse()
+        .map_err(|_| format!("{name} is not a number"))
+}
+
+/// Binds UDP 127.0.0.1:`UDP_PORT` (with `UDP_RECEIVE_BUFFER` bytes of
+/// receive buffer, if set) and never reads, for `SLEEP_MS`.
+fn udp_sink(cx: &mut Cx) -> R<()> {
+    let net = net();
+    let s = udp(IpAddressFamily::Ipv4)?;
+    if let Ok(size) = env_number("UDP_RECEIVE_BUFFER") {
+        must("set-receive-buffer-size", s.set_receive_buffer_size(size))?;
+    }
+    let port = env_number("UDP_PORT")? as u16;
+    must("bind", udp_bind(&s, &net, sa(loopback(IpAddressFamily::Ipv4), port)))?;
+    let (_incoming, _outgoing) = must("stream", s.stream(None))?;
+    println!("bound {port}");
+    wasip2::clocks::monotonic_clock::subscribe_duration(env_number("SLEEP_MS")? * 1_000_000).block();
+    cx.note("slept without reading".to_string());
+    Ok(())
+}
+
+/// Sends `COUNT` datagrams of `SIZE` bytes to 127.0.0.1:`UDP_PORT`.
+fn udp_flood(cx: &mut Cx) -> R<()> {
+    let net = net();
+    let s = udp(IpAddressFamily::Ipv4)?;
+    must("bind", udp_bind(&s, &net, sa(loopback(IpAddressFamily::Ipv4), 0)))?;
+    let (_incoming, out) = must("stream", s.stream(None))?;
+    let to = sa(loopback(IpAddressFamily::Ipv4), env_number("UDP_PORT")? as u16);
+    let (count, size) = (env_number("COUNT")?, env_number("SIZE")? as usize);
+    let mut sent = 0;
+    for _ in 0..count {
+        let d = OutgoingDatagram {
+            data: vec![7u8; size],
+            remote_address: Some(to),
+        };
+        let permitted = must("check-send", out.check_send())?;
+        if permitted > 0 {
+            sent += must("send", out.send(&[d]))?;
+        }
+    }
+    cx.note(format!("sent {sent} datagrams of {size} bytes"));
     Ok(())
 }
