@@ -470,3 +470,68 @@ fn run_exports_guest_output_as_log_records_and_still_prints_it() {
         .expect("server line");
     assert_eq!(listening.span_id, server_run.span_id, "{listening:?}");
 }
+
+#[test]
+fn guest_chosen_ports_and_client_chosen_methods_do_not_become_metric_series() {
+    let receiver = OtlpReceiver::start_grpc();
+    let dir = temp_dir("cardinality");
+    let manifest = dir.join("c.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            r#"
+name = "c"
+
+[[service]]
+name = "kv"
+wasm = "{kv}"
+ports = [6379]
+
+[[component]]
+name = "api"
+wasm = "{api}"
+route = "/kv"
+
+[[component]]
+name = "scan"
+wasm = "{conformance}"
+args = ["host-connect-ports"]
+env = {{ FIRST_PORT = "20000", LAST_PORT = "20199" }}
+"#,
+            kv = p("kv"),
+            api = p("kv_http"),
+            conformance = p("conformance"),
+        ),
+    )
+    .expect("manifest");
+    let (host, addr) = up_with_env(&[&manifest], &[], &otel_env(&receiver, "grpc"));
+    for i in 0..40 {
+        let _ = http_request_with(&addr, &format!("BREW{i}"), "/kv/x", &[], b"");
+    }
+    let _ = http_request_with(&addr, "GET", "/kv/x", &[], b"");
+    host.expect_stderr("job finished", Duration::from_secs(60));
+    let seen = receiver.wait_until(Duration::from_secs(20), |r| {
+        metric_sum(r, "loophost.virtual.connections.refused", |_| true) >= 200.0
+            && metric_sum(r, "http.server.request.duration", |_| true) > 0.0
+    });
+    assert!(seen, "metrics: {:#?}", receiver.metrics().iter().map(|m| &m.name).collect::<Vec<_>>());
+    let refused: Vec<_> = receiver
+        .metrics()
+        .into_iter()
+        .filter(|m| m.name == "loophost.virtual.connections.refused")
+        .flat_map(|m| m.points)
+        .collect();
+    assert!(
+        refused.iter().all(|p| !p.attributes.contains_key("server.port")),
+        "no series per scanned port: {refused:#?}"
+    );
+    let methods: std::collections::BTreeSet<String> = receiver
+        .metrics()
+        .into_iter()
+        .filter(|m| m.name == "http.server.request.duration")
+        .flat_map(|m| m.points)
+        .filter_map(|p| p.attributes.get("http.request.method").cloned())
+        .collect();
+    assert!(methods.iter().all(|m| m == "GET" || m == "_OTHER"), "{methods:?}");
+    host.terminate();
+}

@@ -23,6 +23,27 @@ pub struct Instruments {
     pub guest_lines_dropped: Counter<u64>,
 }
 
+/// Series one instrument may keep; beyond it the SDK folds new attribute
+/// sets into one overflow series.
+pub const SERIES_LIMIT: usize = 1000;
+
+/// The standard HTTP methods as themselves, anything else as `_OTHER` (as the
+/// semantic conventions say): a client must not mint a series per method.
+pub fn http_method_label(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::GET => "GET",
+        http::Method::HEAD => "HEAD",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::DELETE => "DELETE",
+        http::Method::CONNECT => "CONNECT",
+        http::Method::OPTIONS => "OPTIONS",
+        http::Method::TRACE => "TRACE",
+        http::Method::PATCH => "PATCH",
+        _ => "_OTHER",
+    }
+}
+
 /// The process-wide instruments (created on first use, after telemetry init).
 pub fn instruments() -> &'static Instruments {
     static INSTRUMENTS: OnceLock<Instruments> = OnceLock::new();
@@ -111,15 +132,32 @@ impl NetworkMetrics {
         self.traffic.get(&port).cloned()
     }
 
+    /// Labels for a connection that reached a listener at `addr`: its port
+    /// (listeners are few: a store holds a bounded number of sockets) and
+    /// the service that declared it, if any.
     fn attrs(&self, addr: SocketAddr) -> Vec<KeyValue> {
-        let mut attrs = vec![
-            KeyValue::new("workload.name", self.workload.clone()),
-            KeyValue::new("server.port", addr.port() as i64),
-        ];
-        if let Some(service) = self.services.get(&addr.port()) {
-            attrs.push(KeyValue::new("service.name", service.clone()));
+        let mut attrs = self.service_attrs(addr);
+        attrs.push(KeyValue::new("server.port", addr.port() as i64));
+        attrs
+    }
+
+    /// Labels for a connect that may have found nothing: the port only if
+    /// a service declared it. Any other port is the guest's choice, and a
+    /// guest connecting to every port must not mint a series per port.
+    fn target_attrs(&self, addr: SocketAddr) -> Vec<KeyValue> {
+        let mut attrs = self.service_attrs(addr);
+        if self.services.contains_key(&addr.port()) {
+            attrs.push(KeyValue::new("server.port", addr.port() as i64));
         }
         attrs
+    }
+
+    fn service_attrs(&self, addr: SocketAddr) -> Vec<KeyValue> {
+        let service = self.services.get(&addr.port()).map_or("undeclared", String::as_str);
+        vec![
+            KeyValue::new("workload.name", self.workload.clone()),
+            KeyValue::new("service.name", service.to_string()),
+        ]
     }
 }
 
@@ -135,7 +173,7 @@ impl NetworkObserver for NetworkMetrics {
     }
 
     fn connection_refused(&self, remote: SocketAddr) {
-        instruments().connections_refused.add(1, &self.attrs(remote));
+        instruments().connections_refused.add(1, &self.target_attrs(remote));
     }
 
     fn connection_closed(&self, listener: SocketAddr, to_listener: u64, from_listener: u64) {
@@ -159,7 +197,7 @@ impl NetworkObserver for NetworkMetrics {
     fn connect_waited(&self, remote: SocketAddr, waited: Duration) {
         instruments()
             .connect_wait
-            .record(waited.as_secs_f64(), &self.attrs(remote));
+            .record(waited.as_secs_f64(), &self.target_attrs(remote));
     }
 
     fn denied(&self, usage: SocketUse, addr: SocketAddr, reason: &DenyReason) {
@@ -167,8 +205,10 @@ impl NetworkObserver for NetworkMetrics {
             KeyValue::new("workload.name", self.workload.clone()),
             KeyValue::new("loophost.socket.use", format!("{usage:?}")),
             KeyValue::new("loophost.deny_reason", reason.to_string()),
-            KeyValue::new("server.address", addr.ip().to_string()),
         ];
+        // The address is the guest's choice: it goes to the trace and the
+        // log (see the socket layer's spans), never into a metric label.
+        let _ = addr;
         instruments().policy_denied.add(1, &attrs);
     }
 }

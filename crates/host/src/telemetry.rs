@@ -184,6 +184,12 @@ pub fn init(
                 let provider = SdkMeterProvider::builder()
                     .with_reader(reader)
                     .with_resource(resource)
+                    .with_view(|_: &opentelemetry_sdk::metrics::Instrument| {
+                        opentelemetry_sdk::metrics::Stream::builder()
+                            .with_cardinality_limit(crate::metrics::SERIES_LIMIT)
+                            .build()
+                            .ok()
+                    })
                     .build();
                 opentelemetry::global::set_meter_provider(provider.clone());
                 telemetry.metrics = Some(provider);

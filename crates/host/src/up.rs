@@ -507,6 +507,7 @@ async fn dispatch(
     let started = std::time::Instant::now();
     let path = request.uri().path().to_string();
     let method = request.method().as_str().to_string();
+    let method_label = crate::metrics::http_method_label(request.method());
     let route = routes.iter().find(|c| route_matches(&c.route, &path));
     let span = tracing::info_span!("http request", "otel.name" = %format!("{method} {}", route.map_or("", |c| c.route.as_str())),
         "otel.kind" = "server", "http.request.method" = %method, "url.path" = %path,
@@ -570,7 +571,7 @@ async fn dispatch(
     let status = response.status().as_u16();
     span.record("http.response.status_code", status);
     let attrs = [
-        opentelemetry::KeyValue::new("http.request.method", method),
+        opentelemetry::KeyValue::new("http.request.method", method_label),
         opentelemetry::KeyValue::new("http.response.status_code", status as i64),
         opentelemetry::KeyValue::new("http.route", route.map(|c| c.route.clone()).unwrap_or_default()),
     ];

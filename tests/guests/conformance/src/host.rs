@@ -20,6 +20,7 @@ pub const CASES: &[(&str, CaseFn)] = &[
     ("host-socket-limit", socket_limit),
     ("host-udp-sink", udp_sink),
     ("host-udp-flood", udp_flood),
+    ("host-connect-ports", connect_ports),
 ];
 
 fn real_peer() -> R<wasip2::sockets::network::IpSocketAddress> {
@@ -180,5 +181,21 @@ fn udp_flood(cx: &mut Cx) -> R<()> {
         }
     }
     cx.note(format!("sent {sent} datagrams of {size} bytes"));
+    Ok(())
+}
+
+/// Connects to every port from `FIRST_PORT` to `LAST_PORT` on 127.0.0.1
+/// (nothing listens there), as a port scan would.
+fn connect_ports(cx: &mut Cx) -> R<()> {
+    let net = net();
+    let (first, last) = (env_number("FIRST_PORT")? as u16, env_number("LAST_PORT")? as u16);
+    let mut refused = 0;
+    for port in first..=last {
+        let s = tcp(IpAddressFamily::Ipv4)?;
+        if tcp_connect(&s, &net, sa(loopback(IpAddressFamily::Ipv4), port)).is_err() {
+            refused += 1;
+        }
+    }
+    cx.note(format!("{refused} connects refused"));
     Ok(())
 }
