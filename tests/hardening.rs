@@ -80,7 +80,7 @@ async fn serve_one(
         async move {
             let state = HostState::new(wasmtime_wasi::WasiCtx::builder().build(), &network, policy);
             let store = loophost::component::new_store(&engine, state);
-            let response = match loophost::http::handle(&pre, store, req).await {
+            let response = match loophost::http::handle(&pre, store, req, Duration::from_secs(30), ()).await {
                 Ok(response) => response,
                 Err(err) => loophost::http::text(500, format!("{err:#}")),
             };
@@ -389,7 +389,11 @@ args = ["1", "100000"]
     host.expect_stderr("lines dropped", Duration::from_secs(30));
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while host.stderr().matches("job finished").count() < 2 {
-        assert!(std::time::Instant::now() < deadline, "jobs did not finish:\n{}", host.stderr());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "jobs did not finish:\n{}",
+            host.stderr()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let elapsed = started.elapsed().as_secs_f64();
@@ -404,7 +408,14 @@ args = ["1", "100000"]
     let dropped: u64 = log
         .lines()
         .filter(|l| l.contains("lines dropped") && l.contains("component=newlines"))
-        .filter_map(|l| l.split("dropped=").nth(1)?.split_whitespace().next()?.parse::<u64>().ok())
+        .filter_map(|l| {
+            l.split("dropped=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
         .sum();
     assert_eq!(
         dropped + flood_lines as u64,
@@ -415,6 +426,10 @@ args = ["1", "100000"]
         .lines()
         .find(|l| l.contains("component=long-line stream") && l.contains("xxxx"))
         .expect("the long line, cut");
-    assert!(long.contains("[line cut: 91808 more bytes]"), "{}", &long[long.len().saturating_sub(200)..]);
+    assert!(
+        long.contains("[line cut: 91808 more bytes]"),
+        "{}",
+        &long[long.len().saturating_sub(200)..]
+    );
     assert!(long.len() < 9 * 1024, "{} bytes", long.len());
 }

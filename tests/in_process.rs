@@ -180,7 +180,11 @@ async fn the_network_budget_bounds_what_all_connections_hold_together() {
     let sink = prepared(&engine, "echo-server", &["127.0.0.1:7500", "--mode", "sink"]);
     let (server, _) = spawn(&sink, &network);
     wait_listening(&network, "127.0.0.1:7500").await;
-    let flood = prepared(&engine, "tcp-client", &["flood", "127.0.0.1:7500", &(64 << 20).to_string()]);
+    let flood = prepared(
+        &engine,
+        "tcp-client",
+        &["flood", "127.0.0.1:7500", &(64 << 20).to_string()],
+    );
     let clients: Vec<_> = (0..8).map(|_| spawn(&flood, &network)).collect();
     let mut peak = 0;
     let deadline = Instant::now() + Duration::from_secs(3);
@@ -192,7 +196,10 @@ async fn the_network_budget_bounds_what_all_connections_hold_together() {
     // by one write (64 KiB) per worker thread.
     assert!(peak <= budget + 2 * 64 * 1024, "peak {peak} bytes, budget {budget}");
     assert!(peak >= budget / 2, "the clients did fill the budget: peak {peak}");
-    assert!(clients.iter().all(|(task, _)| !task.is_finished()), "every writer is waiting, none failed");
+    assert!(
+        clients.iter().all(|(task, _)| !task.is_finished()),
+        "every writer is waiting, none failed"
+    );
     println!("network budget: peak buffered {peak} bytes with a {budget}-byte budget and 8 x 256 KiB connections");
     for (task, _) in clients {
         task.abort();
@@ -211,7 +218,11 @@ fn spawn_case(
     let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
     let out = MemoryOutputPipe::new(1 << 20);
     let (n, o) = (network.clone(), out.clone());
-    let task = tokio::spawn(async move { guest.run_with_stdout(&n, Arc::new(Policy::default()), &env, Some(o)).await });
+    let task = tokio::spawn(async move {
+        guest
+            .run_with_stdout(&n, Arc::new(Policy::default()), &env, Some(o))
+            .await
+    });
     (task, out)
 }
 
@@ -245,10 +256,17 @@ async fn udp_queues_are_bounded_by_bytes_and_counted_by_the_network() {
         let held = network.stats().buffered_bytes;
         let limit = receive_buffer.unwrap_or(208 * 1024);
         assert!(held > 0, "queued datagrams are counted in the network's buffered bytes");
-        assert!(held <= limit, "the sink holds {held} bytes, its receive buffer is {limit}");
+        assert!(
+            held <= limit,
+            "the sink holds {held} bytes, its receive buffer is {limit}"
+        );
         println!("udp: a socket that never reads holds {held} bytes (receive buffer {limit})");
         sink.abort();
         let _ = sink.await;
-        assert_eq!(network.stats().buffered_bytes, 0, "all released when the socket is gone");
+        assert_eq!(
+            network.stats().buffered_bytes,
+            0,
+            "all released when the socket is gone"
+        );
     }
 }

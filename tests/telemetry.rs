@@ -514,7 +514,11 @@ env = {{ FIRST_PORT = "20000", LAST_PORT = "20199" }}
         metric_sum(r, "loophost.virtual.connections.refused", |_| true) >= 200.0
             && metric_sum(r, "http.server.request.duration", |_| true) > 0.0
     });
-    assert!(seen, "metrics: {:#?}", receiver.metrics().iter().map(|m| &m.name).collect::<Vec<_>>());
+    assert!(
+        seen,
+        "metrics: {:#?}",
+        receiver.metrics().iter().map(|m| &m.name).collect::<Vec<_>>()
+    );
     let refused: Vec<_> = receiver
         .metrics()
         .into_iter()

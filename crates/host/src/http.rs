@@ -325,12 +325,41 @@ impl http_body::Body for BetweenBytes {
     }
 }
 
-/// Serves one request with a fresh instance of `pre`.
+/// The request's deadline passed before the component answered.
+#[derive(Debug)]
+pub struct DeadlineExceeded;
+
+impl std::fmt::Display for DeadlineExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the request deadline passed")
+    }
+}
+
+impl std::error::Error for DeadlineExceeded {}
+
+/// Aborts the guest's task when dropped: when the client goes away (hyper
+/// drops the request's future) or the deadline passes, the instance stops.
+struct AbortOnDrop(Option<tokio::task::JoinHandle<wasmtime::Result<()>>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Serves one request with a fresh instance of `pre`, within `deadline`
+/// (instantiation, the handler and its response body all count). `hold` is
+/// kept until the instance is gone (e.g. a concurrency permit).
 pub async fn handle(
     pre: &wasmtime_wasi_http::p2::bindings::ProxyPre<HostState>,
     mut store: wasmtime::Store<HostState>,
     request: hyper::Request<Incoming>,
+    deadline: Duration,
+    hold: impl Send + 'static,
 ) -> Result<hyper::Response<HyperOutgoingBody>> {
+    let until = tokio::time::Instant::now() + deadline;
     let (sender, receiver) = tokio::sync::oneshot::channel();
     let req = store
         .data_mut()
@@ -338,7 +367,9 @@ pub async fn handle(
         .new_incoming_request(wasmtime_wasi_http::p2::bindings::http::types::Scheme::Http, request)?;
     let out = store.data_mut().http().new_response_outparam(sender)?;
     let started = std::time::Instant::now();
-    let proxy = pre.instantiate_async(&mut store).await?;
+    let proxy = tokio::time::timeout_at(until, pre.instantiate_async(&mut store))
+        .await
+        .map_err(|_| anyhow::Error::new(DeadlineExceeded))??;
     crate::metrics::instruments()
         .instantiation_duration
         .record(started.elapsed().as_secs_f64(), &[]);
@@ -346,6 +377,7 @@ pub async fn handle(
     // its connects and log lines belong to this request's trace.
     let task = tokio::spawn(
         async move {
+            let _hold = hold;
             let result = proxy
                 .wasi_http_incoming_handler()
                 .call_handle(&mut store, req, out)
@@ -359,14 +391,31 @@ pub async fn handle(
         }
         .instrument(tracing::Span::current()),
     );
-    match receiver.await {
-        Ok(Ok(response)) => Ok(response),
-        Ok(Err(code)) => anyhow::bail!("component returned an error: {code:?}"),
+    let mut guard = AbortOnDrop(Some(task));
+    match tokio::time::timeout_at(until, receiver).await {
+        Err(_) => Err(anyhow::Error::new(DeadlineExceeded)),
+        Ok(Ok(Ok(response))) => {
+            // The body is still being written by the guest: let it finish,
+            // within what is left of the deadline.
+            if let Some(task) = guard.0.take() {
+                tokio::spawn(async move {
+                    let mut guard = AbortOnDrop(Some(task));
+                    if let Some(task) = guard.0.as_mut() {
+                        let _ = tokio::time::timeout_at(until, task).await;
+                    }
+                });
+            }
+            Ok(response)
+        }
+        Ok(Ok(Err(code))) => anyhow::bail!("component returned an error: {code:?}"),
         // The guest never set a response: it trapped or returned early.
-        Err(_) => match task.await {
-            Ok(Err(err)) => Err(anyhow::Error::from(err).context("component trapped")),
-            Ok(Ok(())) => anyhow::bail!("component returned without setting a response"),
-            Err(join) => anyhow::bail!("component task failed: {join}"),
+        Ok(Err(_)) => match guard.0.take() {
+            Some(task) => match task.await {
+                Ok(Err(err)) => Err(anyhow::Error::from(err).context("component trapped")),
+                Ok(Ok(())) => anyhow::bail!("component returned without setting a response"),
+                Err(join) => anyhow::bail!("component task failed: {join}"),
+            },
+            None => anyhow::bail!("component task is gone"),
         },
     }
 }

@@ -59,6 +59,15 @@ struct UpArgs {
     /// How long in-flight requests get to finish after SIGINT/SIGTERM, in seconds.
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     drain_timeout: f64,
+    /// A client must send a request's headers within this, in seconds.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    header_timeout: f64,
+    /// A keep-alive connection with no request in flight is closed after this, in seconds.
+    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
+    idle_timeout: f64,
+    /// HTTP connections open at once; more wait in the kernel's backlog.
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    max_connections: usize,
     /// Serve what runs (services' state, restarts, uptime, traffic) as JSON at
     /// GET /.loophost/status on the HTTP listener, for `loophost status`.
     /// Off by default: anyone who can reach the listener could read it.
@@ -155,6 +164,11 @@ fn real_main(cli: Cli, runtime: &tokio::runtime::Runtime) -> Result<i32> {
                 ready_timeout: seconds("--ready-timeout", args.ready_timeout)?,
                 drain_timeout: seconds("--drain-timeout", args.drain_timeout)?,
                 status: args.status,
+                listener: loophost::trigger::ListenerLimits {
+                    header_timeout: seconds("--header-timeout", args.header_timeout)?,
+                    idle_timeout: seconds("--idle-timeout", args.idle_timeout)?,
+                    max_connections: args.max_connections.max(1),
+                },
             };
             runtime.block_on(loophost::up::up(options))
         }

@@ -18,12 +18,16 @@
 //! backoff_initial_ms = 100
 //! backoff_max_ms = 5000
 //! publish = [{ listen = "127.0.0.1:16379", port = 6379 }]
+//! memory_limit_mb = 1024           # linear memory of one incarnation
 //! sockets = { allow_egress = ["10.0.0.0/8:5432"], allow_lookup = ["db.internal"] }
 //!
 //! [[component]]
 //! name = "api"
 //! wasm = "kv_http.wasm"
 //! route = "/kv"                  # HTTP component (wasi:http/incoming-handler)
+//! timeout_ms = 30000             # deadline of one request (504 after it)
+//! max_concurrency = 100          # instances at once (503 beyond)
+//! memory_limit_mb = 256          # linear memory of one instance
 //!
 //! [[component]]
 //! name = "seed"
@@ -65,6 +69,8 @@ pub struct Service {
     pub backoff_max: Duration,
     pub publish: Vec<Publish>,
     pub policy: Policy,
+    /// Linear memory one incarnation may use, in bytes.
+    pub memory_limit: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -76,6 +82,12 @@ pub struct Component {
     /// `Some`: an HTTP component served under this path prefix; `None`: a job.
     pub route: Option<String>,
     pub policy: Policy,
+    /// Linear memory one instance may use, in bytes.
+    pub memory_limit: usize,
+    /// HTTP: the deadline of one request (instantiation to the end of the body).
+    pub timeout: Duration,
+    /// HTTP: instances serving at once; a request beyond it gets 503.
+    pub max_concurrency: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -137,6 +149,8 @@ struct RawService {
     publish: Vec<RawPublish>,
     #[serde(default)]
     sockets: RawSockets,
+    #[serde(default = "default_service_memory_mb")]
+    memory_limit_mb: u64,
 }
 
 #[derive(Deserialize)]
@@ -155,6 +169,12 @@ struct RawComponent {
     route: Option<String>,
     #[serde(default)]
     sockets: RawSockets,
+    #[serde(default = "default_component_memory_mb")]
+    memory_limit_mb: u64,
+    #[serde(default = "default_timeout_ms")]
+    timeout_ms: u64,
+    #[serde(default = "default_max_concurrency")]
+    max_concurrency: u64,
 }
 
 #[derive(Deserialize)]
@@ -190,6 +210,33 @@ fn default_backoff_initial_ms() -> u64 {
 }
 fn default_backoff_max_ms() -> u64 {
     5000
+}
+pub const DEFAULT_SERVICE_MEMORY_MB: u64 = 1024;
+pub const DEFAULT_COMPONENT_MEMORY_MB: u64 = 256;
+pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+pub const DEFAULT_MAX_CONCURRENCY: u64 = 100;
+/// The largest memory limit a manifest may ask for (the 32-bit address space).
+const MAX_MEMORY_MB: u64 = 4096;
+/// The most instances one HTTP component may run at once.
+const MAX_CONCURRENCY: u64 = 1000;
+fn default_service_memory_mb() -> u64 {
+    DEFAULT_SERVICE_MEMORY_MB
+}
+fn default_component_memory_mb() -> u64 {
+    DEFAULT_COMPONENT_MEMORY_MB
+}
+fn default_timeout_ms() -> u64 {
+    DEFAULT_TIMEOUT_MS
+}
+fn default_max_concurrency() -> u64 {
+    DEFAULT_MAX_CONCURRENCY
+}
+
+fn memory_limit(file: &str, at: &str, mb: u64) -> Result<usize> {
+    if mb == 0 || mb > MAX_MEMORY_MB {
+        bail!("{file}: {at} memory_limit_mb: {mb} is outside 1..={MAX_MEMORY_MB}");
+    }
+    Ok((mb * 1024 * 1024) as usize)
 }
 
 /// Reads and validates one manifest file.
@@ -262,6 +309,7 @@ fn validate(file: &str, base: &Path, raw: RawWorkload) -> Result<Workload> {
             backoff_max: Duration::from_millis(s.backoff_max_ms),
             publish,
             policy: policy(file, &at, &s.sockets)?,
+            memory_limit: memory_limit(file, &at, s.memory_limit_mb)?,
         });
     }
 
@@ -281,6 +329,18 @@ fn validate(file: &str, base: &Path, raw: RawWorkload) -> Result<Workload> {
                 );
             }
         }
+        if c.timeout_ms == 0 || c.timeout_ms > 3_600_000 {
+            bail!(
+                "{file}: {at} timeout_ms: {} is outside 1..=3600000 (an hour)",
+                c.timeout_ms
+            );
+        }
+        if c.max_concurrency == 0 || c.max_concurrency > MAX_CONCURRENCY {
+            bail!(
+                "{file}: {at} max_concurrency: {} is outside 1..={MAX_CONCURRENCY}",
+                c.max_concurrency
+            );
+        }
         components.push(Component {
             name: c.name,
             wasm,
@@ -288,6 +348,9 @@ fn validate(file: &str, base: &Path, raw: RawWorkload) -> Result<Workload> {
             env: environment(file, &at, c.env, &c.env_from_host, c.config)?,
             route: c.route.as_deref().map(normalize_route),
             policy: policy(file, &at, &c.sockets)?,
+            memory_limit: memory_limit(file, &at, c.memory_limit_mb)?,
+            timeout: Duration::from_millis(c.timeout_ms),
+            max_concurrency: c.max_concurrency as usize,
         });
     }
     if raw.connect_wait_ms > 3_600_000 {

@@ -121,6 +121,7 @@ impl Prepared {
         }
         let abort = state.sockets.abort_handle();
         let mut store = component::new_store(self.pre.engine(), state);
+        store.limiter(|state| &mut state.limits);
         // Declared after the store so that it drops first: the flag must be
         // set before the store's sockets are dropped.
         let mut guard = AbortUnlessDone(Some(abort));

@@ -16,6 +16,8 @@ pub struct HostState {
     pub sockets: SocketsCtx,
     pub http: WasiHttpCtx,
     pub http_hooks: LoopbackHttpHooks,
+    /// Resource limits of the instance (install with `Store::limiter`).
+    pub limits: wasmtime::StoreLimits,
 }
 
 impl HostState {
@@ -34,7 +36,15 @@ impl HostState {
             sockets,
             http: WasiHttpCtx::new(),
             http_hooks,
+            limits: wasmtime::StoreLimits::default(),
         }
+    }
+
+    /// Caps the instance's linear memories at `bytes` each: a `memory.grow`
+    /// past it fails (the guest sees an allocation failure, usually a trap).
+    pub fn with_memory_limit(mut self, bytes: usize) -> Self {
+        self.limits = wasmtime::StoreLimitsBuilder::new().memory_size(bytes).build();
+        self
     }
 }
 

@@ -135,6 +135,17 @@ impl ServiceSupervisor {
                 s.last_exit = Some(cause.clone());
                 s.since = None;
             });
+            // No instance could be had (the pool is full): the service did
+            // not run, so it did not fail; try again, and count nothing.
+            if let Err(err) = &outcome
+                && err.chain().any(|e| e.is::<wasmtime::PoolConcurrencyLimitError>())
+            {
+                tracing::warn!(workload = %self.workload, service = %svc.name, %cause,
+                    "no instance capacity for the service; retrying");
+                self.update(|s| s.state = ServiceState::BackingOff);
+                tokio::time::sleep(svc.backoff_initial).await;
+                continue;
+            }
             let restart = match svc.restart {
                 RestartPolicy::Always => true,
                 RestartPolicy::OnFailure => failed,
@@ -204,6 +215,6 @@ impl ServiceSupervisor {
         wasi.envs(&self.service.env)
             .stdout(LogOutput::new(origin("stdout")).with_connection_context(context.clone()))
             .stderr(LogOutput::new(origin("stderr")).with_connection_context(context));
-        HostState::from_parts(wasi.build(), sockets)
+        HostState::from_parts(wasi.build(), sockets).with_memory_limit(self.service.memory_limit)
     }
 }

@@ -2,15 +2,13 @@
 //! SIGINT/SIGTERM, then drain and stop.
 
 use crate::component;
-use crate::http;
 use crate::manifest::{self, Workload};
 use crate::output::{LogOutput, Origin, OutputLimiter};
 use crate::run::{ComponentSpec, Prepared};
 use crate::state::{self, HostState};
 use crate::supervisor::{ServiceState, ServiceSupervisor};
+use crate::trigger::{ComponentLimits, HttpComponent, ListenerLimits};
 use anyhow::{Context, Result};
-use hyper::body::Incoming;
-use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,9 +17,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Instrument;
-use wasi_sockets_virt::{Policy, VirtualNetwork};
+use wasi_sockets_virt::VirtualNetwork;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
-use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 /// Settings of `loophost up`.
@@ -36,18 +33,8 @@ pub struct UpOptions {
     pub drain_timeout: Duration,
     /// Serve `GET /.loophost/status` on the HTTP listener.
     pub status: bool,
-}
-
-/// An HTTP component, compiled and linked once, instantiated per request.
-struct HttpComponent {
-    workload: Arc<WorkloadRuntime>,
-    name: String,
-    route: String,
-    env: Vec<(String, String)>,
-    policy: Arc<Policy>,
-    pre: ProxyPre<HostState>,
-    /// The log-line rate limit shared by all its instances.
-    output: Arc<OutputLimiter>,
+    /// Limits of the HTTP listener.
+    pub listener: ListenerLimits,
 }
 
 /// A running workload: its private network and its services.
@@ -134,13 +121,31 @@ fn workload_network(w: &Workload, observer: Arc<crate::metrics::NetworkMetrics>)
     network
 }
 
-/// The engine for `up`: many short-lived instances, so the pooling allocator.
-fn pooled_engine() -> Result<Engine> {
+/// The engine for `up`: many short-lived instances, so the pooling
+/// allocator, sized from the manifests so that every component's
+/// concurrency limit and every service (and its restart) fit together: one
+/// workload's flood stops at its components' limits and can never take the
+/// instances another workload's requests or a service restart need.
+fn pooled_engine(workloads: &[Workload]) -> Result<Engine> {
+    let mut instances = 16;
+    let mut largest_memory = 64 * 1024 * 1024;
+    for w in workloads {
+        // A restarting service's old instance may still be dropping.
+        instances += 2 * w.services.len();
+        for s in &w.services {
+            largest_memory = largest_memory.max(s.memory_limit);
+        }
+        for c in &w.components {
+            instances += if c.route.is_some() { c.max_concurrency } else { 1 };
+            largest_memory = largest_memory.max(c.memory_limit);
+        }
+    }
     let mut pool = PoolingAllocationConfig::default();
-    pool.total_component_instances(2000)
-        .total_core_instances(4000)
-        .total_memories(2000)
-        .total_tables(4000);
+    pool.total_component_instances(instances as u32)
+        .total_core_instances((instances * 4) as u32)
+        .total_memories((instances * 2) as u32)
+        .total_tables((instances * 4) as u32)
+        .max_memory_size(largest_memory);
     let mut config = Config::new();
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     component::engine_with(config)
@@ -155,7 +160,7 @@ pub async fn up(options: UpOptions) -> Result<i32> {
         .collect::<Result<Vec<_>>>()?;
     manifest::check_together(&workloads)?;
     let mut signals = ShutdownSignals::new();
-    let engine = pooled_engine()?;
+    let engine = pooled_engine(&workloads)?;
 
     let startup = tracing::info_span!("loophost.start", "loophost.workloads" = workloads.len());
     let _startup = startup.enter();
@@ -215,12 +220,21 @@ pub async fn up(options: UpOptions) -> Result<i32> {
             .in_scope(|| prepare_component(&engine, c.route.is_some(), &c.wasm, &c.args))?;
             match prepped {
                 Prepped::Http(pre) => http_components.push(HttpComponent {
-                    workload: runtime.clone(),
+                    workload_id: runtime.id.clone(),
+                    workload_name: runtime.name.clone(),
+                    workload_namespace: runtime.namespace.clone(),
+                    network: runtime.network.clone(),
                     name: c.name.clone(),
                     route: c.route.clone().unwrap_or_default(),
                     env: c.env.clone(),
                     policy: Arc::new(c.policy.clone()),
                     pre,
+                    limits: ComponentLimits {
+                        timeout: c.timeout,
+                        max_concurrency: c.max_concurrency,
+                        memory: c.memory_limit,
+                    },
+                    slots: Arc::new(tokio::sync::Semaphore::new(c.max_concurrency)),
                     output: OutputLimiter::new(),
                 }),
                 Prepped::Job(prepared) => jobs.push((runtime.clone(), c.clone(), Arc::new(prepared))),
@@ -261,7 +275,7 @@ pub async fn up(options: UpOptions) -> Result<i32> {
         tasks.spawn(sup.supervise(prepared, runtime.network.clone(), owner));
     }
     for (listener, network, port) in published {
-        tasks.spawn(forward_published(listener, network, port));
+        tasks.spawn(crate::published::forward(listener, network, port));
     }
 
     wait_ready(&runtimes, options.ready_timeout).await;
@@ -279,7 +293,8 @@ pub async fn up(options: UpOptions) -> Result<i32> {
             wasi.envs(&c.env)
                 .stdout(LogOutput::new(origin("stdout")))
                 .stderr(LogOutput::new(origin("stderr")));
-            let state = HostState::new(wasi.build(), &runtime.network, Arc::new(c.policy.clone()));
+            let state = HostState::new(wasi.build(), &runtime.network, Arc::new(c.policy.clone()))
+                .with_memory_limit(c.memory_limit);
             let span = tracing::info_span!("job", "component.name" = %c.name, "workload.name" = %runtime.name,
                 "workload.namespace" = %runtime.namespace);
             let result = prepared.run_state(state).instrument(span).await;
@@ -299,7 +314,14 @@ pub async fn up(options: UpOptions) -> Result<i32> {
     let routes = Arc::new(routes);
     let status = options.status.then(|| Arc::new(status_views(&runtimes, &workloads)));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let server = tokio::spawn(serve_http(http_listener, engine.clone(), routes, status, stop_rx));
+    let server = tokio::spawn(crate::trigger::serve(
+        http_listener,
+        engine.clone(),
+        routes,
+        status,
+        options.listener,
+        stop_rx,
+    ));
 
     signals.next().await;
     tracing::info!("shutting down: draining in-flight requests (a second signal stops at once)");
@@ -417,7 +439,7 @@ fn print_status(
                 r.id, s.service.name, "service", st.state, st.restarts
             );
         }
-        for c in http.iter().filter(|c| Arc::ptr_eq(&c.workload, r)) {
+        for c in http.iter().filter(|c| c.workload_id == r.id) {
             println!(
                 "{:<24} {:<16} {:<8} {:<12} {:<9} route {}",
                 r.id, c.name, "http", "-", "-", c.route
@@ -425,196 +447,6 @@ fn print_status(
         }
     }
     println!("listening on http://{addr}");
-}
-
-/// Accepts HTTP connections until told to stop, then lets open connections
-/// finish their in-flight requests.
-async fn serve_http(
-    listener: TcpListener,
-    engine: Engine,
-    routes: Arc<Vec<Arc<HttpComponent>>>,
-    status: Option<Arc<Vec<crate::status::WorkloadView>>>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let tcp = match accepted {
-                    Ok((tcp, _peer)) => tcp,
-                    Err(err) => {
-                        // E.g. out of file descriptors: say so, and don't spin.
-                        tracing::warn!("HTTP accept failed: {err}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                let (engine, routes, status, mut stop) = (engine.clone(), routes.clone(), status.clone(), stop.clone());
-                connections.spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        let (engine, routes, status) = (engine.clone(), routes.clone(), status.clone());
-                        async move {
-                            if let Some(views) = status.as_deref()
-                                && req.uri().path() == crate::status::PATH
-                            {
-                                return Ok::<_, Infallible>(status_response(views));
-                            }
-                            Ok(dispatch(&engine, &routes, req).await)
-                        }
-                    });
-                    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service);
-                    tokio::pin!(conn);
-                    tokio::select! {
-                        _ = conn.as_mut() => {}
-                        _ = stop.changed() => {
-                            conn.as_mut().graceful_shutdown();
-                            let _ = conn.await;
-                        }
-                    }
-                });
-            }
-            // Reap finished connections as we go.
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            _ = stop.changed() => break,
-        }
-    }
-    drop(listener);
-    while connections.join_next().await.is_some() {}
-}
-
-fn status_response(
-    views: &[crate::status::WorkloadView],
-) -> hyper::Response<wasmtime_wasi_http::p2::body::HyperOutgoingBody> {
-    match serde_json::to_vec_pretty(&crate::status::snapshot(views)) {
-        Ok(json) => {
-            let mut response = http::text(200, json);
-            response.headers_mut().insert(
-                ::http::header::CONTENT_TYPE,
-                ::http::HeaderValue::from_static("application/json"),
-            );
-            response
-        }
-        Err(err) => http::text(500, format!("status: {err}\n")),
-    }
-}
-
-/// Routes a request by path prefix to a fresh instance of its component.
-async fn dispatch(
-    engine: &Engine,
-    routes: &[Arc<HttpComponent>],
-    request: hyper::Request<Incoming>,
-) -> hyper::Response<wasmtime_wasi_http::p2::body::HyperOutgoingBody> {
-    let started = std::time::Instant::now();
-    let path = request.uri().path().to_string();
-    let method = request.method().as_str().to_string();
-    let method_label = crate::metrics::http_method_label(request.method());
-    let route = routes.iter().find(|c| route_matches(&c.route, &path));
-    let span = tracing::info_span!("http request", "otel.name" = %format!("{method} {}", route.map_or("", |c| c.route.as_str())),
-        "otel.kind" = "server", "http.request.method" = %method, "url.path" = %path,
-        "http.route" = route.map(|c| c.route.as_str()), "server.address" = tracing::field::Empty,
-        "http.response.status_code" = tracing::field::Empty, "workload.name" = route.map(|c| c.workload.name.as_str()),
-        "workload.namespace" = route.map(|c| c.workload.namespace.as_str()),
-        "component.name" = route.map(|c| c.name.as_str()));
-    if let Some(host) = request
-        .headers()
-        .get(::http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-    {
-        span.record("server.address", host);
-    }
-    // An incoming W3C traceparent becomes the parent of the request's trace.
-    let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(request.headers())));
-    let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(&span, parent);
-
-    let response = async {
-        let Some(c) = route else {
-            return http::text(404, format!("no component serves {path}\n"));
-        };
-        let origin = |stream| Origin {
-            workload: c.workload.id.clone(),
-            name: c.name.clone(),
-            stream,
-            limiter: c.output.clone(),
-        };
-        let mut wasi = wasmtime_wasi::WasiCtx::builder();
-        wasi.envs(&c.env)
-            .stdout(LogOutput::new(origin("stdout")))
-            .stderr(LogOutput::new(origin("stderr")));
-        let state = HostState::new(wasi.build(), &c.workload.network, c.policy.clone());
-        let invoke = tracing::info_span!("component invocation", "component.name" = %c.name,
-            "workload.name" = %c.workload.name, "workload.namespace" = %c.workload.namespace);
-        match http::handle(&c.pre, component::new_store(engine, state), request)
-            .instrument(invoke)
-            .await
-        {
-            Ok(response) => response,
-            Err(err) => {
-                let message = crate::run::one_line(&err);
-                crate::telemetry::in_span(
-                    &tracing::Span::current(),
-                    || tracing::error!(workload = %c.workload.id, component = %c.name, %path, "{message}"),
-                );
-                // The details (trap messages, guest paths) are for the
-                // operator's log, not for whoever sent the request.
-                http::text(
-                    500,
-                    format!(
-                        "{} failed to handle the request; the host log has the details\n",
-                        c.name
-                    ),
-                )
-            }
-        }
-    }
-    .instrument(span.clone())
-    .await;
-    let status = response.status().as_u16();
-    span.record("http.response.status_code", status);
-    let attrs = [
-        opentelemetry::KeyValue::new("http.request.method", method_label),
-        opentelemetry::KeyValue::new("http.response.status_code", status as i64),
-        opentelemetry::KeyValue::new("http.route", route.map(|c| c.route.clone()).unwrap_or_default()),
-    ];
-    crate::metrics::instruments()
-        .http_request_duration
-        .record(started.elapsed().as_secs_f64(), &attrs);
-    response
-}
-
-/// Reads W3C trace-context headers from a request.
-struct HeaderExtractor<'a>(&'a ::http::HeaderMap);
-
-impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(|k| k.as_str()).collect()
-    }
-}
-
-fn route_matches(route: &str, path: &str) -> bool {
-    route == "/" || path == route || path.strip_prefix(route).is_some_and(|rest| rest.starts_with('/'))
-}
-
-/// Splices each real connection into the service's virtual listener.
-async fn forward_published(listener: TcpListener, network: VirtualNetwork, port: u16) {
-    let target = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
-    loop {
-        let Ok((mut real, peer)) = listener.accept().await else {
-            continue;
-        };
-        let network = network.clone();
-        tokio::spawn(async move {
-            match network.connect(target).await {
-                Ok(mut virt) => {
-                    let _ = tokio::io::copy_bidirectional(&mut real, &mut virt).await;
-                }
-                Err(code) => tracing::debug!(%peer, %target, ?code, "published port: service refused"),
-            }
-        });
-    }
 }
 
 /// SIGTERM and SIGINT, listened to for the whole run (so a second signal

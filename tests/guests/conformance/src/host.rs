@@ -125,10 +125,9 @@ fn socket_limit(cx: &mut Cx) -> R<()> {
     };
     cx.note(format!("created {} sockets, then {}", held.len(), error.name()));
     cx.check_eq("sockets created before the limit", held.len(), limit);
-    cx.check(
-        error == wasip2::sockets::network::ErrorCode::NewSocketLimit,
-        || format!("expected new-socket-limit, got {}", error.name()),
-    );
+    cx.check(error == wasip2::sockets::network::ErrorCode::NewSocketLimit, || {
+        format!("expected new-socket-limit, got {}", error.name())
+    });
     held.pop();
     cx.check(
         wasip2::sockets::tcp_create_socket::create_tcp_socket(IpAddressFamily::Ipv4).is_ok(),
