@@ -197,6 +197,16 @@ impl Loophost {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// A stdout line already read (e.g. by [`up`]) that contains `needle`.
+    pub fn seen_line(&self, needle: &str) -> Option<String> {
+        self.seen.iter().find(|l| l.contains(needle)).cloned()
+    }
+
+    /// Has the process not exited yet?
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
 }
 
 impl Drop for Loophost {
