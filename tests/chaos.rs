@@ -86,7 +86,12 @@ fn chaos_under_load() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(20);
     let dir = temp_dir("chaos");
-    let chaotic = manifest(&dir, "chaotic", "/chaos", r#"publish = [{ listen = "127.0.0.1:0", port = 6379 }]"#);
+    let chaotic = manifest(
+        &dir,
+        "chaotic",
+        "/chaos",
+        r#"publish = [{ listen = "127.0.0.1:0", port = 6379 }]"#,
+    );
     let calm = manifest(&dir, "calm", "/calm", "");
     let (mut host, addr) = up(&[&chaotic, &calm], &[]);
     let published = host
@@ -110,7 +115,13 @@ fn chaos_under_load() {
             threads.push(std::thread::spawn(move || {
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    round(&addr, route, &format!("t{t}-{i}"), &format!("value-{t}-{i}-{}", i * 7919), &tally);
+                    round(
+                        &addr,
+                        route,
+                        &format!("t{t}-{i}"),
+                        &format!("value-{t}-{i}-{}", i * 7919),
+                        &tally,
+                    );
                     i += 1;
                 }
             }));
@@ -172,11 +183,25 @@ fn chaos_under_load() {
         growth * 100.0
     );
     assert!(host.is_running(), "the host stayed up");
-    assert!(kills.load(Ordering::Relaxed) >= secs * 5, "the kv was really killed over and over");
+    assert!(
+        kills.load(Ordering::Relaxed) >= secs * 5,
+        "the kv was really killed over and over"
+    );
     assert_eq!(c_corrupt + k_corrupt, 0, "no response carried a wrong value");
-    assert_eq!(c_failed, 0, "chaotic requests either worked or lost their data to a kill");
-    assert_eq!((k_lost, k_corrupt, k_failed), (0, 0, 0), "the calm workload answered every request");
+    assert_eq!(
+        c_failed, 0,
+        "chaotic requests either worked or lost their data to a kill"
+    );
+    assert_eq!(
+        (k_lost, k_corrupt, k_failed),
+        (0, 0, 0),
+        "the calm workload answered every request"
+    );
     assert!(k_ok > 0 && c_ok > 0);
-    assert_eq!(after.ok.load(Ordering::Relaxed), 100, "full recovery once the kills stop");
+    assert_eq!(
+        after.ok.load(Ordering::Relaxed),
+        100,
+        "full recovery once the kills stop"
+    );
     assert!(growth.abs() <= 0.10, "host RSS flat: {rss_warm} -> {rss_end} KiB");
 }
