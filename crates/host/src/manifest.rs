@@ -243,16 +243,24 @@ fn memory_limit(file: &str, at: &str, mb: u64) -> Result<usize> {
 pub fn load(path: &Path) -> Result<Workload> {
     let shown = path.display().to_string();
     let text = std::fs::read_to_string(path).with_context(|| format!("{shown}: cannot read manifest"))?;
-    let raw: RawWorkload = toml::from_str(&text).map_err(|err| {
-        let line = err.span().map(|span| text[..span.start].matches('\n').count() + 1);
+    parse(&shown, path.parent().unwrap_or(Path::new(".")), &text)
+}
+
+/// Parses and validates manifest `text` (named `file` in errors; wasm
+/// paths relative to `base`).
+pub fn parse(file: &str, base: &Path, text: &str) -> Result<Workload> {
+    let raw: RawWorkload = toml::from_str(text).map_err(|err| {
+        let line = err
+            .span()
+            .and_then(|span| text.get(..span.start))
+            .map(|before| before.matches('\n').count() + 1);
         let message = err.message().replace('\n', " ");
         match line {
-            Some(line) => anyhow::anyhow!("{shown}: line {line}: {message}"),
-            None => anyhow::anyhow!("{shown}: {message}"),
+            Some(line) => anyhow::anyhow!("{file}: line {line}: {message}"),
+            None => anyhow::anyhow!("{file}: {message}"),
         }
     })?;
-    let base = path.parent().unwrap_or(Path::new("."));
-    validate(&shown, base, raw)
+    validate(file, base, raw)
 }
 
 fn validate(file: &str, base: &Path, raw: RawWorkload) -> Result<Workload> {

@@ -58,6 +58,9 @@
 
 mod bindings;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod host;
 mod host_stream;
 mod lookup;
