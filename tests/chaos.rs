@@ -10,51 +10,16 @@
 //! The suite runs it for 20 s; `scripts/chaos.sh` runs it longer on a
 //! release build (`LOOPHOST_CHAOS_SECS`, `LOOPHOST_BIN`).
 
-use loophost_tests::{http_request, temp_dir, up};
+use loophost_tests::{http_request, kv_manifest, rss_kib, temp_dir, up, write_manifest};
 use std::io::{Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+/// A kv workload whose kv restarts at once after a trap, as often as needed.
 fn manifest(dir: &std::path::Path, name: &str, route: &str, kv_extra: &str) -> std::path::PathBuf {
-    let path = dir.join(format!("{name}.toml"));
-    std::fs::write(
-        &path,
-        format!(
-            r#"
-name = "{name}"
-
-[[service]]
-name = "kv"
-wasm = "{kv}"
-ports = [6379]
-backoff_initial_ms = 10
-backoff_max_ms = 50
-max_restarts = 1000000
-{kv_extra}
-
-[[component]]
-name = "api"
-wasm = "{api}"
-route = "{route}"
-"#,
-            kv = loophost_tests::guest("kv").display(),
-            api = loophost_tests::guest("kv_http").display(),
-        ),
-    )
-    .expect("manifest");
-    path
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
+    let kv_extra = format!("backoff_initial_ms = 10\nbackoff_max_ms = 50\nmax_restarts = 1000000\n{kv_extra}");
+    write_manifest(dir, &format!("{name}.toml"), &kv_manifest(name, route, &kv_extra, ""))
 }
 
 #[derive(Default)]

@@ -2,7 +2,7 @@
 //! (or past the WIT's rules) with a real guest.
 
 use loophost::state::HostState;
-use loophost_tests::{Loophost, guest, http_request, temp_dir, up};
+use loophost_tests::{Loophost, guest, http_request, kv_manifest, percent_encode, temp_dir, up, write_manifest};
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::sync::Arc;
@@ -12,18 +12,6 @@ use wasi_sockets_virt::{AddressRule, NameLookup, Policy, ResolveFuture, Resolver
 
 fn p(name: &str) -> String {
     guest(name).display().to_string()
-}
-
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 /// A real HTTP server on the machine that answers `body` to every request
@@ -272,29 +260,7 @@ fn buffer_sizes_set_before_a_real_connect_are_applied() {
 }
 
 fn kv_workload(dir: &std::path::Path) -> std::path::PathBuf {
-    let manifest = dir.join("kv.toml");
-    std::fs::write(
-        &manifest,
-        format!(
-            r#"
-name = "kv"
-
-[[service]]
-name = "kv"
-wasm = "{kv}"
-ports = [6379]
-
-[[component]]
-name = "api"
-wasm = "{api}"
-route = "/kv"
-"#,
-            kv = p("kv"),
-            api = p("kv_http"),
-        ),
-    )
-    .expect("manifest");
-    manifest
+    write_manifest(dir, "kv.toml", &kv_manifest("kv", "/kv", "", ""))
 }
 
 #[test]
@@ -349,39 +315,12 @@ fn a_store_holds_at_most_its_socket_limit() {
 #[test]
 fn a_guest_flooding_its_output_is_rate_limited_and_long_lines_are_cut() {
     let dir = temp_dir("chatter");
-    let manifest = dir.join("c.toml");
-    std::fs::write(
-        &manifest,
-        format!(
-            r#"
-name = "c"
-
-[[service]]
-name = "kv"
-wasm = "{kv}"
-ports = [6379]
-
-[[component]]
-name = "api"
-wasm = "{api}"
-route = "/kv"
-
-[[component]]
-name = "newlines"
-wasm = "{chatter}"
-args = ["300000", "0"]
-
-[[component]]
-name = "long-line"
-wasm = "{chatter}"
-args = ["1", "100000"]
-"#,
-            kv = p("kv"),
-            api = p("kv_http"),
-            chatter = p("chatter"),
-        ),
-    )
-    .expect("manifest");
+    let chatter = p("chatter");
+    let jobs = format!(
+        "[[component]]\nname = \"newlines\"\nwasm = \"{chatter}\"\nargs = [\"300000\", \"0\"]\n\n\
+         [[component]]\nname = \"long-line\"\nwasm = \"{chatter}\"\nargs = [\"1\", \"100000\"]\n"
+    );
+    let manifest = write_manifest(&dir, "c.toml", &kv_manifest("c", "/kv", "", &jobs));
     let started = std::time::Instant::now();
     let (host, addr) = up(&[&manifest], &[]);
     // While the flood runs, the other components are served.

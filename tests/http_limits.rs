@@ -2,7 +2,7 @@
 //! deadlines, concurrency and memory per component, slow and idle clients,
 //! the connection cap, and one workload's flood next to another workload.
 
-use loophost_tests::{guest, http_request, temp_dir, up};
+use loophost_tests::{http_request, kv_manifest, temp_dir, up, write_manifest};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -10,30 +10,7 @@ use std::time::{Duration, Instant};
 
 /// A kv workload named `name` whose api component has `api_extra` settings.
 fn workload(dir: &std::path::Path, name: &str, route: &str, api_extra: &str) -> PathBuf {
-    let path = dir.join(format!("{name}.toml"));
-    std::fs::write(
-        &path,
-        format!(
-            r#"
-name = "{name}"
-
-[[service]]
-name = "kv"
-wasm = "{kv}"
-ports = [6379]
-
-[[component]]
-name = "api"
-wasm = "{api}"
-route = "{route}"
-{api_extra}
-"#,
-            kv = guest("kv").display(),
-            api = guest("kv_http").display(),
-        ),
-    )
-    .expect("manifest");
-    path
+    write_manifest(dir, &format!("{name}.toml"), &kv_manifest(name, route, "", api_extra))
 }
 
 #[test]

@@ -2,18 +2,11 @@
 //! every kind of client: std sockets, the `redis` crate, HTTP over sockets
 //! and over wasi:http. And the `wasmtime run` habits: `--env NAME`.
 
-use loophost_tests::{Loophost, guest, http_request, temp_dir, up, up_with_env};
-use std::path::{Path, PathBuf};
+use loophost_tests::{Loophost, guest, http_request, percent_encode, temp_dir, up, up_with_env, write_manifest};
 use std::time::Duration;
 
 fn p(name: &str) -> String {
     guest(name).display().to_string()
-}
-
-fn write_manifest(dir: &Path, file: &str, text: &str) -> PathBuf {
-    let path = dir.join(file);
-    std::fs::write(&path, text).expect("write manifest");
-    path
 }
 
 /// Waits until `n` jobs have ended (finished or failed); returns the log.
@@ -229,16 +222,7 @@ route = "/fetch"
     );
     let (_host, addr) = up(&[&manifest], &[]);
     let fetch = |url: &str| {
-        let encoded: String = url
-            .bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect();
+        let encoded = percent_encode(url);
         http_request(&addr, "GET", &format!("/fetch?url={encoded}"), b"").expect("request")
     };
     let (status, body) = fetch("http://web.f.loophost.internal:7900/hello");

@@ -5,22 +5,11 @@
 //! (`LOOPHOST_SOAK_CONNECTIONS`).
 
 use loophost::run::{ComponentSpec, Prepared};
-use loophost_tests::guest;
+use loophost_tests::{guest, rss_kib};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wasi_sockets_virt::{Policy, VirtualNetwork};
-
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_opened_and_closed_leave_memory_flat() {
@@ -61,10 +50,10 @@ async fn connections_opened_and_closed_leave_memory_flat() {
         assert_eq!(back, b"ping", "connection {i}");
         drop(conn);
         if i == total / 10 {
-            warm = rss_kib();
+            warm = rss_kib(std::process::id());
         }
         if i % (total / 10).max(1) == 0 {
-            samples.push(rss_kib());
+            samples.push(rss_kib(std::process::id()));
         }
     }
     let elapsed = started.elapsed();
@@ -73,7 +62,7 @@ async fn connections_opened_and_closed_leave_memory_flat() {
     while network.stats().open_connections > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let end = rss_kib();
+    let end = rss_kib(std::process::id());
     let stats = network.stats();
     println!(
         "soak: {total} connections in {:.1} s ({:.0}/s); RSS after 10%: {warm} KiB, at the end: {end} KiB ({:+.1}%); samples {samples:?}",

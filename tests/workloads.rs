@@ -1,9 +1,8 @@
 //! `loophost up`: services, HTTP components, jobs — through real HTTP over
 //! real TCP to the host's listener.
 
-use loophost_tests::{free_port, guest, http_request, temp_dir, up};
+use loophost_tests::{free_port, guest, http_request, kv_manifest, temp_dir, up, write_manifest};
 use std::io::{Read, Write};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -12,32 +11,9 @@ fn p(name: &str) -> String {
     guest(name).display().to_string()
 }
 
-fn write_manifest(dir: &std::path::Path, file: &str, text: &str) -> PathBuf {
-    let path = dir.join(file);
-    std::fs::write(&path, text).expect("write manifest");
-    path
-}
-
 /// kv + its HTTP front end, with extra service settings.
 fn kv_workload(name: &str, route: &str, kv_extra: &str) -> String {
-    format!(
-        r#"
-name = "{name}"
-
-[[service]]
-name = "kv"
-wasm = "{kv}"
-ports = [6379]
-{kv_extra}
-
-[[component]]
-name = "api"
-wasm = "{api}"
-route = "{route}"
-"#,
-        kv = p("kv"),
-        api = p("kv_http"),
-    )
+    kv_manifest(name, route, kv_extra, "")
 }
 
 #[test]
@@ -198,16 +174,7 @@ route = "/fetch"
         format!("http://localhost:{port}/hello"),
         format!("http://web:{port}/hello"),
     ] {
-        let encoded: String = url
-            .bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect();
+        let encoded = loophost_tests::percent_encode(&url);
         let (status, body) = http_request(&addr, "GET", &format!("/fetch?url={encoded}"), b"").expect("request");
         assert_eq!(status, 200, "{url}: {body}");
         assert!(

@@ -341,3 +341,59 @@ pub fn http_request_with(
     let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
     Ok((status, if chunked { dechunk(rest) } else { rest.to_string() }))
 }
+
+/// Writes a manifest into `dir`; returns its path.
+pub fn write_manifest(dir: &Path, file: &str, text: &str) -> PathBuf {
+    let path = dir.join(file);
+    std::fs::write(&path, text).expect("write manifest");
+    path
+}
+
+/// The text of a workload `name`: the kv service (plus `kv_extra` lines) and
+/// its HTTP front end `api` at `route` (plus `api_extra` lines).
+pub fn kv_manifest(name: &str, route: &str, kv_extra: &str, api_extra: &str) -> String {
+    format!(
+        r#"
+name = "{name}"
+
+[[service]]
+name = "kv"
+wasm = "{kv}"
+ports = [6379]
+{kv_extra}
+
+[[component]]
+name = "api"
+wasm = "{api}"
+route = "{route}"
+{api_extra}
+"#,
+        kv = guest("kv").display(),
+        api = guest("kv_http").display(),
+    )
+}
+
+/// Percent-encodes everything but ASCII letters and digits (for `?url=`).
+pub fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// The resident set size of process `pid`, in KiB (0 if unknown).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
