@@ -372,3 +372,29 @@ fn a_guest_flooding_its_output_is_rate_limited_and_long_lines_are_cut() {
     );
     assert!(long.len() < 9 * 1024, "{} bytes", long.len());
 }
+
+#[test]
+fn a_failed_start_connect_keeps_the_socket_and_its_bind() {
+    let peer = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = peer.local_addr().expect("addr");
+    let _hits = real_server(peer, "");
+    let rule = addr.to_string();
+    // The host runs out of descriptors: its real socket cannot be created.
+    let command = format!(
+        "ulimit -n 48 && exec '{}' run --allow-egress {rule} --env REAL_PEER={rule} '{}' host-connect-error-keeps-bind",
+        loophost_tests::loophost_bin().display(),
+        p("conformance")
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", &command])
+        .output()
+        .expect("sh");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success() && stdout.contains("PASS host-connect-error-keeps-bind"),
+        "{stdout}\n{stderr}"
+    );
+}

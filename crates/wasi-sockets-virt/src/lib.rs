@@ -55,6 +55,20 @@
 //! When a store dies abnormally (a trap, a kill), call
 //! [`SocketsCtx::abort_connections`] before dropping it: its peers then see
 //! `connection-reset` instead of a clean end of stream.
+//!
+//! # Names, reserved ports, limits
+//!
+//! - [`VirtualNetwork::add_name`] gives the network names of its own (a
+//!   workload's services); `ip-name-lookup` answers them without the OS, and
+//!   [`VirtualNetwork::add_private_domain`] makes a domain answer only from
+//!   them. Real names the policy lets out go through one [`Resolver`]
+//!   ([`VirtualNetwork::set_resolver`]; the OS by default), and embedders
+//!   resolving for other protocols call [`VirtualNetwork::resolve_real`], so
+//!   the addresses checked are the addresses used.
+//! - [`VirtualNetwork::reserve_port`] keeps a port for the stores of one
+//!   [`PortOwner`] ([`SocketsCtx::with_port_owner`]).
+//! - [`NetworkConfig`] bounds what guests can make the host hold: bytes per
+//!   connection and per network, connections per network, sockets per store.
 
 mod bindings;
 mod error;

@@ -939,6 +939,36 @@ mod tests {
         net.connect(addr("127.0.0.1:9000")).await.expect("a slot is free again");
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn racing_connects_never_exceed_the_connection_cap() {
+        for _ in 0..50 {
+            let net = VirtualNetwork::with_config(NetworkConfig {
+                max_connections: 4,
+                ..NetworkConfig::default()
+            });
+            let binding = net.bind(Protocol::Tcp, addr("127.0.0.1:9100"), None).expect("bind");
+            let _listener = binding.listen(256);
+            let start = Arc::new(tokio::sync::Barrier::new(32));
+            let racers: Vec<_> = (0..32)
+                .map(|_| {
+                    let (net, start) = (net.clone(), start.clone());
+                    tokio::spawn(async move {
+                        start.wait().await;
+                        net.connect(addr("127.0.0.1:9100")).await.ok()
+                    })
+                })
+                .collect();
+            let mut open = Vec::new();
+            for racer in racers {
+                if let Some(conn) = racer.await.expect("join") {
+                    open.push(conn);
+                }
+            }
+            assert_eq!(open.len(), 4, "exactly the cap's worth of connects win");
+            assert_eq!(net.stats().open_connections, 4);
+        }
+    }
+
     #[tokio::test]
     async fn ports_conflict_with_the_wildcard_and_are_released() {
         let net = VirtualNetwork::new();

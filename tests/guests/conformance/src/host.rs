@@ -21,6 +21,7 @@ pub const CASES: &[(&str, CaseFn)] = &[
     ("host-udp-sink", udp_sink),
     ("host-udp-flood", udp_flood),
     ("host-connect-ports", connect_ports),
+    ("host-connect-error-keeps-bind", connect_error_keeps_bind),
 ];
 
 fn real_peer() -> R<wasip2::sockets::network::IpSocketAddress> {
@@ -196,5 +197,50 @@ fn connect_ports(cx: &mut Cx) -> R<()> {
         }
     }
     cx.note(format!("{refused} connects refused"));
+    Ok(())
+}
+
+/// A `start-connect` that fails after an explicit bind (here: the host is
+/// out of file descriptors for the real socket) leaves the socket bound and
+/// usable, as the WIT's state machine says. Needs `REAL_PEER` and a host run
+/// with a low file-descriptor limit.
+fn connect_error_keeps_bind(cx: &mut Cx) -> R<()> {
+    let peer = real_peer()?;
+    let net = net();
+    let s = tcp(IpAddressFamily::Ipv4)?;
+    must("bind", tcp_bind(&s, &net, sa(loopback(IpAddressFamily::Ipv4), 0)))?;
+    let bound = must("local-address", s.local_address())?;
+    // Use up the host's file descriptors with real connects.
+    let mut hogs = Vec::new();
+    let failure = loop {
+        let hog = tcp(IpAddressFamily::Ipv4)?;
+        match hog.start_connect(&net, peer) {
+            Ok(()) => hogs.push(hog),
+            Err(e) => break e,
+        }
+        if hogs.len() > 4000 {
+            return Err("the host never ran out of descriptors; run it with a low `ulimit -n`".into());
+        }
+    };
+    cx.note(format!("{} real connects started, then {}", hogs.len(), failure.name()));
+    let refused = s.start_connect(&net, peer);
+    cx.check(refused.is_err(), || {
+        "start-connect succeeded with no descriptor left".to_string()
+    });
+    match s.local_address() {
+        Ok(addr) => {
+            cx.check(addr_eq(&addr, &bound), || {
+                format!("the bind moved: {} -> {}", show_addr(&bound), show_addr(&addr))
+            });
+        }
+        Err(e) => cx.fail(format!(
+            "after a failed start-connect the socket lost its bind: local-address is error({})",
+            e.name()
+        )),
+    }
+    drop(hogs);
+    cx.check(tcp_connect(&s, &net, peer).is_ok(), || {
+        "the socket could not connect once descriptors were free".to_string()
+    });
     Ok(())
 }
