@@ -118,7 +118,52 @@ struct Tables {
     reserved: HashMap<u16, PortOwner>,
     next_owner: u64,
     next_id: u64,
-    next_ephemeral: u16,
+    /// Free ephemeral ports per (protocol, is_ipv6): binds to port 0 take
+    /// one in O(1), however many ports are in use.
+    ephemeral: HashMap<(Protocol, bool), FreePorts>,
+    /// Bindings, and those listening: kept as counts so stats are O(1).
+    bound: usize,
+    listening: usize,
+}
+
+/// Ports waiting to be handed out, oldest released first (so a port is not
+/// reused at once), each listed at most once.
+struct FreePorts {
+    queue: VecDeque<u16>,
+    /// One bit a port: is it in `queue`?
+    listed: Vec<u64>,
+}
+
+impl FreePorts {
+    fn new(range: &RangeInclusive<u16>) -> Self {
+        let mut free = FreePorts {
+            queue: VecDeque::new(),
+            listed: vec![0; 1024],
+        };
+        for port in range.clone() {
+            free.push(port);
+        }
+        free
+    }
+
+    fn bit(port: u16) -> (usize, u64) {
+        (usize::from(port) / 64, 1 << (port % 64))
+    }
+
+    fn pop(&mut self) -> Option<u16> {
+        let port = self.queue.pop_front()?;
+        let (word, bit) = Self::bit(port);
+        self.listed[word] &= !bit;
+        Some(port)
+    }
+
+    fn push(&mut self, port: u16) {
+        let (word, bit) = Self::bit(port);
+        if self.listed[word] & bit == 0 {
+            self.listed[word] |= bit;
+            self.queue.push_back(port);
+        }
+    }
 }
 
 struct Binding {
@@ -182,12 +227,8 @@ impl VirtualNetwork {
             open_connections: self.inner.open_connections.load(Ordering::Relaxed),
             ..NetworkStats::default()
         };
-        for binding in tables.ports.values().flatten() {
-            stats.bound_ports += 1;
-            if matches!(binding.role, Role::Listening(_)) {
-                stats.listeners += 1;
-            }
-        }
+        stats.bound_ports = tables.bound;
+        stats.listeners = tables.listening;
         stats
     }
 
@@ -362,6 +403,7 @@ impl VirtualNetwork {
             addr.port()
         };
         tables.next_id += 1;
+        tables.bound += 1;
         let id = tables.next_id;
         tables.ports.entry((proto, v6, port)).or_default().push(Binding {
             id,
@@ -377,19 +419,20 @@ impl VirtualNetwork {
     }
 
     fn ephemeral_port(&self, tables: &mut Tables, proto: Protocol, v6: bool) -> Result<u16, ErrorCode> {
-        let range = self.inner.config.ephemeral_ports.clone();
-        let (lo, hi) = (*range.start(), *range.end());
-        let span = u32::from(hi - lo) + 1;
-        for _ in 0..span {
-            let candidate = if (lo..=hi).contains(&tables.next_ephemeral) {
-                tables.next_ephemeral
-            } else {
-                lo
-            };
-            tables.next_ephemeral = if candidate == hi { lo } else { candidate + 1 };
-            let reserved = proto == Protocol::Tcp && tables.reserved.contains_key(&candidate);
-            if !reserved && tables.ports.get(&(proto, v6, candidate)).is_none_or(|l| l.is_empty()) {
-                return Ok(candidate);
+        let range = &self.inner.config.ephemeral_ports;
+        let Tables {
+            ports,
+            reserved,
+            ephemeral,
+            ..
+        } = tables;
+        let free = ephemeral.entry((proto, v6)).or_insert_with(|| FreePorts::new(range));
+        // A listed port may have been taken by an explicit bind since it was
+        // freed: skip it (its release lists it again).
+        while let Some(port) = free.pop() {
+            let is_reserved = proto == Protocol::Tcp && reserved.contains_key(&port);
+            if !is_reserved && ports.get(&(proto, v6, port)).is_none_or(|l| l.is_empty()) {
+                return Ok(port);
             }
         }
         Err(ErrorCode::AddressInUse)
@@ -398,23 +441,44 @@ impl VirtualNetwork {
     fn set_role(&self, binding: &PortBinding, role: Role) {
         let mut tables = self.tables();
         let key = (binding.proto, binding.addr.is_ipv6(), binding.addr.port());
+        let listening = matches!(role, Role::Listening(_));
+        let mut became_listener = false;
         if let Some(b) = tables
             .ports
             .get_mut(&key)
             .and_then(|l| l.iter_mut().find(|b| b.id == binding.id))
         {
+            became_listener = listening && !matches!(b.role, Role::Listening(_));
             b.role = role;
+        }
+        if became_listener {
+            tables.listening += 1;
         }
     }
 
     fn release(&self, binding: &PortBinding) {
         let mut tables = self.tables();
-        let key = (binding.proto, binding.addr.is_ipv6(), binding.addr.port());
-        if let Some(list) = tables.ports.get_mut(&key) {
-            list.retain(|b| b.id != binding.id);
-            if list.is_empty() {
-                tables.ports.remove(&key);
-            }
+        let (proto, v6, port) = (binding.proto, binding.addr.is_ipv6(), binding.addr.port());
+        let Some(list) = tables.ports.get_mut(&(proto, v6, port)) else {
+            return;
+        };
+        let Some(i) = list.iter().position(|b| b.id == binding.id) else {
+            return;
+        };
+        let gone = list.swap_remove(i);
+        let now_free = list.is_empty();
+        if now_free {
+            tables.ports.remove(&(proto, v6, port));
+        }
+        tables.bound -= 1;
+        if matches!(gone.role, Role::Listening(_)) {
+            tables.listening -= 1;
+        }
+        if now_free
+            && self.inner.config.ephemeral_ports.contains(&port)
+            && let Some(free) = tables.ephemeral.get_mut(&(proto, v6))
+        {
+            free.push(port);
         }
     }
 
@@ -937,6 +1001,36 @@ mod tests {
         drop(_listener.try_accept());
         assert_eq!(net.stats().open_connections, 1);
         net.connect(addr("127.0.0.1:9000")).await.expect("a slot is free again");
+    }
+
+    #[test]
+    fn ephemeral_ports_run_out_cleanly_and_come_back() {
+        let net = VirtualNetwork::with_config(NetworkConfig {
+            ephemeral_ports: 60000..=60009,
+            ..NetworkConfig::default()
+        });
+        // An explicit bind inside the range is skipped, never handed out twice.
+        let explicit = net.bind(Protocol::Tcp, addr("127.0.0.1:60003"), None).expect("explicit");
+        let taken: Vec<_> = (0..9)
+            .map(|_| net.bind(Protocol::Tcp, addr("127.0.0.1:0"), None).expect("ephemeral"))
+            .collect();
+        let mut ports: Vec<u16> = taken.iter().map(|b| b.addr().port()).collect();
+        ports.sort();
+        assert!(!ports.contains(&60003));
+        ports.dedup();
+        assert_eq!(ports.len(), 9);
+        assert_eq!(
+            net.bind(Protocol::Tcp, addr("127.0.0.1:0"), None).err(),
+            Some(ErrorCode::AddressInUse)
+        );
+        assert_eq!(net.stats().bound_ports, 10);
+        drop(explicit);
+        assert_eq!(
+            net.bind(Protocol::Tcp, addr("127.0.0.1:0"), None).expect("freed").addr().port(),
+            60003
+        );
+        drop(taken);
+        assert_eq!(net.stats().bound_ports, 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
