@@ -270,3 +270,53 @@ async fn udp_queues_are_bounded_by_bytes_and_counted_by_the_network() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_that_cannot_get_an_instance_waits_without_counting_a_failure() {
+    use loophost::supervisor::{ServiceState, ServiceSupervisor};
+    // A pool with room for one instance, taken by another guest.
+    let mut pool = wasmtime::PoolingAllocationConfig::default();
+    pool.total_component_instances(1)
+        .total_core_instances(8)
+        .total_memories(4)
+        .total_tables(8);
+    let mut config = wasmtime::Config::new();
+    config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+    let engine = loophost::component::engine_with(config).expect("pooled engine");
+    let network = VirtualNetwork::new();
+    let hog = prepared(&engine, "echo-server", &["127.0.0.1:7700"]);
+    let (hog_task, _) = spawn(&hog, &network);
+    wait_listening(&network, "127.0.0.1:7700").await;
+
+    let text = format!(
+        "name = \"p\"\n[[service]]\nname = \"echo\"\nwasm = \"{}\"\nargs = [\"127.0.0.1:7701\"]\nports = [7701]\nbackoff_initial_ms = 50\nmax_restarts = 1\n",
+        guest("echo-server").display()
+    );
+    let workload = loophost::manifest::parse("p.toml", std::path::Path::new("/"), &text).expect("manifest");
+    let service = workload.services[0].clone();
+    let prepared = Arc::new(
+        Prepared::new(
+            &engine,
+            ComponentSpec {
+                path: service.wasm.clone(),
+                args: service.args.clone(),
+            },
+        )
+        .expect("prepare"),
+    );
+    let supervisor = ServiceSupervisor::new("default/p".into(), service);
+    let owner = network.new_port_owner();
+    let task = tokio::spawn(supervisor.clone().supervise(prepared, network.clone(), owner));
+    // Several attempts find the pool full: none of them is a failure.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let waiting = supervisor.status();
+    assert_eq!(waiting.restarts, 0, "{waiting:?}");
+    assert_ne!(waiting.state, ServiceState::Failed, "{waiting:?}");
+    // Once the other guest is gone, the service gets its instance.
+    hog_task.abort();
+    let _ = hog_task.await;
+    wait_listening(&network, "127.0.0.1:7701").await;
+    let ready = supervisor.status();
+    assert_eq!((ready.state, ready.restarts), (ServiceState::Ready, 0), "{ready:?}");
+    task.abort();
+}

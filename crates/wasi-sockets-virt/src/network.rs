@@ -1010,7 +1010,9 @@ mod tests {
             ..NetworkConfig::default()
         });
         // An explicit bind inside the range is skipped, never handed out twice.
-        let explicit = net.bind(Protocol::Tcp, addr("127.0.0.1:60003"), None).expect("explicit");
+        let explicit = net
+            .bind(Protocol::Tcp, addr("127.0.0.1:60003"), None)
+            .expect("explicit");
         let taken: Vec<_> = (0..9)
             .map(|_| net.bind(Protocol::Tcp, addr("127.0.0.1:0"), None).expect("ephemeral"))
             .collect();
@@ -1026,7 +1028,10 @@ mod tests {
         assert_eq!(net.stats().bound_ports, 10);
         drop(explicit);
         assert_eq!(
-            net.bind(Protocol::Tcp, addr("127.0.0.1:0"), None).expect("freed").addr().port(),
+            net.bind(Protocol::Tcp, addr("127.0.0.1:0"), None)
+                .expect("freed")
+                .addr()
+                .port(),
             60003
         );
         drop(taken);
