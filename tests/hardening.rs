@@ -398,3 +398,87 @@ fn a_failed_start_connect_keeps_the_socket_and_its_bind() {
         "{stdout}\n{stderr}"
     );
 }
+
+/// CPU seconds (user + system) the process has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, f)| f)
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields
+        .get(11..13)
+        .map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum());
+    ticks / 100.0
+}
+
+#[test]
+fn a_published_port_out_of_descriptors_backs_off_instead_of_spinning() {
+    let dir = temp_dir("published-emfile");
+    let manifest = write_manifest(
+        &dir,
+        "e.toml",
+        &kv_manifest("e", "/kv", r#"publish = [{ listen = "127.0.0.1:0", port = 6379 }]"#, ""),
+    );
+    let mut child = std::process::Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "ulimit -n 64 && exec '{}' up --listen 127.0.0.1:0 '{}'",
+                loophost_tests::loophost_bin().display(),
+                manifest.display()
+            ),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id();
+    let stdout = child.stdout.take().expect("stdout");
+    let mut published = None;
+    for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+        if let Some(rest) = line.split("published ").nth(1) {
+            published = rest.split(" -> ").next().map(str::to_string);
+        }
+        if line.starts_with("listening on") {
+            break;
+        }
+    }
+    let published = published.expect("published address");
+    let stderr = child.stderr.take().expect("stderr");
+    let log = Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            sink.lock().unwrap_or_else(|e| e.into_inner()).push_str(&(line + "\n"));
+        }
+    });
+    // More clients than the host has descriptors.
+    let clients: Vec<_> = (0..120)
+        .filter_map(|_| std::net::TcpStream::connect(&published).ok())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let before = cpu_seconds(pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let spent = cpu_seconds(pid) - before;
+    let seen = log.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    assert!(seen.contains("published port: accept failed"), "{seen}");
+    assert!(
+        spent < 0.5,
+        "the host spun on accept errors: {spent:.2} s of CPU in 2 s"
+    );
+    // When the clients leave, the port works again.
+    drop(clients);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut kv = std::net::TcpStream::connect(&published).expect("connect");
+    kv.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    kv.write_all(b"*1\r\n$4\r\nPING\r\n").expect("ping");
+    let mut pong = [0u8; 7];
+    kv.read_exact(&mut pong).expect("pong");
+    assert_eq!(&pong, b"+PONG\r\n");
+    let _ = child.kill();
+    let _ = child.wait();
+}
