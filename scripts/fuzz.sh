@@ -34,6 +34,9 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 scripts/vendor-wasmtime-wasi.sh
 fuzz_target_dir="$CARGO_TARGET_DIR/fuzz"
+if [ ! -d "$fuzz_target_dir/x86_64-unknown-linux-gnu/release" ]; then
+    echo "fuzz: first build of the fuzz targets (nightly, instrumented wasmtime): about 12 minutes on 2 cores" >&2
+fi
 cargo +nightly fuzz build -s "$sanitizer" --target-dir "$fuzz_target_dir" >&2 || { echo "fuzz: building the fuzz targets failed (see above)" >&2; exit 1; }
 for t in "${targets[@]}"; do
     work="$CARGO_TARGET_DIR/fuzz-corpus/$t"
