@@ -180,3 +180,15 @@ fn past_the_connection_cap_new_clients_wait_until_one_leaves() {
         "served only after a slot freed: {waited:?}"
     );
 }
+
+#[test]
+fn a_client_that_never_sends_a_byte_is_closed_when_idle() {
+    let dir = temp_dir("silent-client");
+    let (_host, addr) = up(
+        &[&workload(&dir, "q", "/kv", "")],
+        &["--idle-timeout", "1", "--header-timeout", "30"],
+    );
+    let mut silent = TcpStream::connect(&addr).expect("connect");
+    let closed = time_until_closed(&mut silent, Duration::from_secs(20));
+    assert!(closed < Duration::from_secs(5), "a silent connection closed after {closed:?}");
+}

@@ -147,7 +147,9 @@ async fn serve_connection(
     limits: ListenerLimits,
     mut stop: watch::Receiver<bool>,
 ) {
+    // A client that connects and never sends a byte is idle from the start.
     let activity = Activity::default();
+    activity.touch();
     let in_flight = activity.clone();
     let service = hyper::service::service_fn(move |req| {
         let (engine, routes, status) = (engine.clone(), routes.clone(), status.clone());
@@ -235,7 +237,7 @@ impl AsyncRead for Watched {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before || self.activity.last.lock().map(|l| l.is_none()).unwrap_or(false) {
+        if buf.filled().len() > before {
             self.activity.touch();
         }
         poll
