@@ -190,5 +190,8 @@ fn a_client_that_never_sends_a_byte_is_closed_when_idle() {
     );
     let mut silent = TcpStream::connect(&addr).expect("connect");
     let closed = time_until_closed(&mut silent, Duration::from_secs(20));
-    assert!(closed < Duration::from_secs(5), "a silent connection closed after {closed:?}");
+    assert!(
+        closed < Duration::from_secs(5),
+        "a silent connection closed after {closed:?}"
+    );
 }
