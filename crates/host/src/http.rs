@@ -375,13 +375,16 @@ pub async fn handle(
         .record(started.elapsed().as_secs_f64(), &[]);
     // The guest runs in its own task; it stays inside the caller's span so
     // its connects and log lines belong to this request's trace.
+    // The deadline bounds the whole handler, response body included, so it
+    // runs inside the guest's task: a body still streaming past it is cut.
     let task = tokio::spawn(
         async move {
             let _hold = hold;
-            let result = proxy
-                .wasi_http_incoming_handler()
-                .call_handle(&mut store, req, out)
-                .await;
+            let call = proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out);
+            let result = match tokio::time::timeout_at(until, call).await {
+                Ok(result) => result,
+                Err(_) => Err(wasmtime::Error::new(DeadlineExceeded)),
+            };
             if let Err(err) = &result {
                 store.data().sockets.abort_connections();
                 // If the response had already started, nobody else sees this.
@@ -395,22 +398,19 @@ pub async fn handle(
     match tokio::time::timeout_at(until, receiver).await {
         Err(_) => Err(anyhow::Error::new(DeadlineExceeded)),
         Ok(Ok(Ok(response))) => {
-            // The body is still being written by the guest: let it finish,
-            // within what is left of the deadline.
-            if let Some(task) = guard.0.take() {
-                tokio::spawn(async move {
-                    let mut guard = AbortOnDrop(Some(task));
-                    if let Some(task) = guard.0.as_mut() {
-                        let _ = tokio::time::timeout_at(until, task).await;
-                    }
-                });
-            }
+            // The guest goes on writing the body (bounded by the deadline in
+            // its task); from now on its client is hyper's body, not us.
+            drop(guard.0.take());
             Ok(response)
         }
         Ok(Ok(Err(code))) => anyhow::bail!("component returned an error: {code:?}"),
         // The guest never set a response: it trapped or returned early.
         Ok(Err(_)) => match guard.0.take() {
             Some(task) => match task.await {
+                // The deadline hit inside the task first: still a 504.
+                Ok(Err(err)) if err.downcast_ref::<DeadlineExceeded>().is_some() => {
+                    Err(anyhow::Error::new(DeadlineExceeded))
+                }
                 Ok(Err(err)) => Err(anyhow::Error::from(err).context("component trapped")),
                 Ok(Ok(())) => anyhow::bail!("component returned without setting a response"),
                 Err(join) => anyhow::bail!("component task failed: {join}"),

@@ -35,8 +35,9 @@ pub struct Origin {
 /// says how many, at most once a second.
 pub struct OutputLimiter {
     bucket: Mutex<Bucket>,
-    /// Whose lines (workload, name), for the report when it is dropped.
-    who: Mutex<(String, String)>,
+    /// Whose lines these are, for the reports.
+    workload: String,
+    name: String,
 }
 
 struct Bucket {
@@ -46,28 +47,11 @@ struct Bucket {
     reported: Instant,
 }
 
-impl Default for OutputLimiter {
-    fn default() -> Self {
-        let now = Instant::now();
-        OutputLimiter {
-            bucket: Mutex::new(Bucket {
-                tokens: LINE_BURST,
-                refilled: now,
-                dropped: 0,
-                // The first drop is reported at once.
-                reported: now.checked_sub(Duration::from_secs(1)).unwrap_or(now),
-            }),
-            who: Mutex::default(),
-        }
-    }
-}
-
 impl Drop for OutputLimiter {
     fn drop(&mut self) {
         let b = self.bucket.get_mut().unwrap_or_else(|e| e.into_inner());
         if b.dropped > 0 {
-            let (workload, name) = std::mem::take(self.who.get_mut().unwrap_or_else(|e| e.into_inner()));
-            report_dropped(&workload, &name, b.dropped);
+            report_dropped(&self.workload, &self.name, b.dropped);
         }
     }
 }
@@ -85,13 +69,25 @@ fn report_dropped(workload: &str, name: &str, dropped: u64) {
 }
 
 impl OutputLimiter {
-    pub fn new() -> Arc<Self> {
-        Arc::default()
+    /// The limit for the lines of component or service `name` of `workload`.
+    pub fn new(workload: &str, name: &str) -> Arc<Self> {
+        let now = Instant::now();
+        Arc::new(OutputLimiter {
+            bucket: Mutex::new(Bucket {
+                tokens: LINE_BURST,
+                refilled: now,
+                dropped: 0,
+                // The first drop is reported at once.
+                reported: now.checked_sub(Duration::from_secs(1)).unwrap_or(now),
+            }),
+            workload: workload.to_string(),
+            name: name.to_string(),
+        })
     }
 
     /// May one more line be logged? Returns the lines dropped since the
     /// last report when it is time to report them.
-    fn admit(&self, origin: &Origin) -> (bool, Option<u64>) {
+    fn admit(&self) -> (bool, Option<u64>) {
         let mut b = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         let refill = now.duration_since(b.refilled).as_secs_f64() * LINES_PER_SECOND;
@@ -101,12 +97,6 @@ impl OutputLimiter {
         if admitted {
             b.tokens -= 1.0;
         } else {
-            if b.dropped == 0 {
-                let mut who = self.who.lock().unwrap_or_else(|e| e.into_inner());
-                if who.1.is_empty() {
-                    *who = (origin.workload.clone(), origin.name.clone());
-                }
-            }
             b.dropped += 1;
         }
         let report = (b.dropped > 0 && now.duration_since(b.reported) >= Duration::from_secs(1)).then(|| {
@@ -182,9 +172,9 @@ impl LogOutput {
     /// Logs one line (`cut`: bytes of it that were dropped for length).
     fn emit(&self, line: &[u8], cut: usize) {
         let o = &self.origin;
-        let (admitted, report) = o.limiter.admit(o);
+        let (admitted, report) = o.limiter.admit();
         if let Some(dropped) = report {
-            report_dropped(&o.workload, &o.name, dropped);
+            report_dropped(&o.limiter.workload, &o.limiter.name, dropped);
         }
         if !admitted {
             return;

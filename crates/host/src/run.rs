@@ -81,7 +81,7 @@ impl Prepared {
         // component's trace context), as in `up`; the terminal still gets
         // every byte as written.
         if crate::telemetry::export_enabled() {
-            let limiter = OutputLimiter::new();
+            let limiter = OutputLimiter::new("run", &self.name());
             let origin = |stream| Origin {
                 workload: "run".to_string(),
                 name: self.name(),

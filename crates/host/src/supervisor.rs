@@ -65,15 +65,15 @@ pub struct ServiceSupervisor {
 impl ServiceSupervisor {
     pub fn new(workload: String, service: Service) -> Arc<Self> {
         Arc::new(ServiceSupervisor {
-            workload,
-            service,
             status: Mutex::new(ServiceStatus {
                 state: ServiceState::Starting,
                 restarts: 0,
                 last_exit: None,
                 since: None,
             }),
-            output: OutputLimiter::new(),
+            output: OutputLimiter::new(&workload, &service.name),
+            workload,
+            service,
         })
     }
 

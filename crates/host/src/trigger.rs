@@ -147,9 +147,7 @@ async fn serve_connection(
     limits: ListenerLimits,
     mut stop: watch::Receiver<bool>,
 ) {
-    // A client that connects and never sends a byte is idle from the start.
-    let activity = Activity::default();
-    activity.touch();
+    let activity = Activity::new();
     let in_flight = activity.clone();
     let service = hyper::service::service_fn(move |req| {
         let (engine, routes, status) = (engine.clone(), routes.clone(), status.clone());
@@ -193,23 +191,30 @@ async fn serve_connection(
 
 /// When a connection last moved a byte, and how many requests it has in
 /// flight (a connection serving a slow request is not idle).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 struct Activity {
     in_flight: Arc<AtomicUsize>,
-    last: Arc<std::sync::Mutex<Option<tokio::time::Instant>>>,
+    last: Arc<std::sync::Mutex<tokio::time::Instant>>,
 }
 
 impl Activity {
+    /// Starts idle now (a client that never sends a byte is idle too).
+    fn new() -> Self {
+        Activity {
+            in_flight: Arc::default(),
+            last: Arc::new(std::sync::Mutex::new(tokio::time::Instant::now())),
+        }
+    }
+
     fn touch(&self) {
-        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(tokio::time::Instant::now());
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = tokio::time::Instant::now();
     }
 
     fn idle_for(&self) -> Duration {
         if self.in_flight.load(Ordering::Relaxed) > 0 {
             return Duration::ZERO;
         }
-        let last = *self.last.lock().unwrap_or_else(|e| e.into_inner());
-        last.map_or(Duration::ZERO, |t| t.elapsed())
+        self.last.lock().unwrap_or_else(|e| e.into_inner()).elapsed()
     }
 
     fn request(&self) -> InFlight {

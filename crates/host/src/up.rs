@@ -235,7 +235,7 @@ pub async fn up(options: UpOptions) -> Result<i32> {
                         memory: c.memory_limit,
                     },
                     slots: Arc::new(tokio::sync::Semaphore::new(c.max_concurrency)),
-                    output: OutputLimiter::new(),
+                    output: OutputLimiter::new(&runtime.id, &c.name),
                 }),
                 Prepped::Job(prepared) => jobs.push((runtime.clone(), c.clone(), Arc::new(prepared))),
             }
@@ -282,7 +282,7 @@ pub async fn up(options: UpOptions) -> Result<i32> {
     let mut job_tasks = JoinSet::new();
     for (runtime, c, prepared) in jobs {
         job_tasks.spawn(async move {
-            let limiter = OutputLimiter::new();
+            let limiter = OutputLimiter::new(&runtime.id, &c.name);
             let origin = |stream| Origin {
                 workload: runtime.id.clone(),
                 name: c.name.clone(),
