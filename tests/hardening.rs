@@ -482,3 +482,45 @@ fn a_published_port_out_of_descriptors_backs_off_instead_of_spinning() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// `run --max-connections` and `--max-sockets` set the network's caps: past
+/// them a connect is refused or a socket cannot be created, as an OS would.
+#[test]
+fn the_connection_and_socket_caps_are_configurable() {
+    let bench = p("bench-loopback");
+    let run = |flags: &[&str], n: &str| {
+        let mut args: Vec<String> = vec!["run".into()];
+        args.extend(flags.iter().map(|f| f.to_string()));
+        args.extend([
+            "--with".to_string(),
+            format!("{bench} hold 127.0.0.1:7300"),
+            bench.clone(),
+            "open".to_string(),
+            "127.0.0.1:7300".to_string(),
+            n.to_string(),
+        ]);
+        let mut host = Loophost::spawn(&args);
+        let line = host.expect_line(" ", Duration::from_secs(60));
+        assert_eq!(line, "listening 127.0.0.1:7300");
+        host.expect_line("ready", Duration::from_secs(30));
+        let outcome = host.expect_line_any(&["connected", "error"], Duration::from_secs(30));
+        drop(host);
+        outcome
+    };
+    // `open` first probes the server with one connection, which `hold`
+    // keeps: N connections need a cap of N + 1.
+    let fits = run(&["--max-connections", "4"], "3");
+    assert!(
+        fits.starts_with("connected 3 "),
+        "3 + the probe fit under a cap of 4: {fits}"
+    );
+    let refused = run(&["--max-connections", "4"], "4");
+    assert!(refused.starts_with("error ConnectionRefused"), "{refused}");
+    // The client holds one socket per connection: 5 sockets, 6 wanted.
+    let limited = run(&["--max-sockets", "5"], "6");
+    assert!(limited.starts_with("error "), "{limited}");
+    assert!(
+        !limited.contains("ConnectionRefused"),
+        "a socket limit, not a refusal: {limited}"
+    );
+}

@@ -38,6 +38,16 @@ fn each_mistake_gets_a_one_line_error() {
             "line 2: unknown field `bogus`",
         ),
         (
+            "network-zero.toml",
+            format!("{ok_head}network = {{ max_connections = 0 }}\n{}", svc("kv", "")),
+            "network.max_connections: 0 is out of range; use 1 to 10000000",
+        ),
+        (
+            "network-unknown.toml",
+            format!("{ok_head}network = {{ max_conns = 5 }}\n{}", svc("kv", "")),
+            "unknown field `max_conns`",
+        ),
+        (
             "unknown-service-field.toml",
             format!("{ok_head}{}", svc("kv", "wsam = \"x\"")),
             "unknown field `wsam`",

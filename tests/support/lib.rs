@@ -1,7 +1,10 @@
 //! Test harness: locate the guests and the `loophost` binary, run them, read
 //! their output line by line with deadlines.
 
+pub mod bench;
+pub mod instantiate;
 pub mod otlp;
+pub mod reference;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -97,7 +100,16 @@ impl Loophost {
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
-        let mut child = Command::new(loophost_bin())
+        Self::spawn_program(&loophost_bin(), args, env)
+    }
+
+    /// Starts another host program (a benchmark's baseline) the same way.
+    pub fn spawn_program<I, S>(bin: &Path, args: I, env: &[(&str, String)]) -> Loophost
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut child = Command::new(bin)
             .args(args)
             .envs(env.iter().map(|(k, v)| (k.to_string(), v.clone())))
             .stdin(Stdio::null())
@@ -134,18 +146,23 @@ impl Loophost {
 
     /// Waits for a stdout line containing `needle`; returns it.
     pub fn expect_line(&mut self, needle: &str, timeout: Duration) -> String {
+        self.expect_line_any(&[needle], timeout)
+    }
+
+    /// Waits for a stdout line containing any of `needles`; returns it.
+    pub fn expect_line_any(&mut self, needles: &[&str], timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(line) => {
                     self.seen.push(line.clone());
-                    if line.contains(needle) {
+                    if needles.iter().any(|n| line.contains(n)) {
                         return line;
                     }
                 }
                 Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => panic!(
-                    "no line containing {needle:?} within {timeout:?}\nstdout so far:\n{}\nstderr:\n{}",
+                    "no line containing {needles:?} within {timeout:?}\nstdout so far:\n{}\nstderr:\n{}",
                     self.seen.join("\n"),
                     self.stderr()
                 ),

@@ -1,7 +1,9 @@
 //! Loading component files. Every error names the file and says what to do.
 
+use crate::compile_cache::CompileCache;
 use anyhow::{Context, Result, bail};
 use std::path::Path;
+use std::sync::RwLock;
 use wasmtime::component::Component;
 use wasmtime::{Config, Engine};
 
@@ -21,6 +23,11 @@ const YIELD_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
 pub fn engine_with(mut config: Config) -> Result<Engine> {
     config.wasm_component_model(true);
     config.epoch_interruption(true);
+    // Our guests are WASIp2: no component-model-async, so none of the
+    // bookkeeping wasmtime does for concurrent guest tasks on every host
+    // call (a task pushed to and popped from a table per call; a third of
+    // the instructions of a virtual round trip).
+    config.concurrency_support(false);
     let engine = Engine::new(&config).map_err(anyhow::Error::from)?;
     let ticker = engine.weak();
     std::thread::Builder::new()
@@ -59,9 +66,30 @@ pub fn load(engine: &Engine, path: &Path) -> Result<Component> {
              wasm32-wasip2 (or wrap it with `wasm-tools component new`)"
         );
     }
-    Component::new(engine, &bytes)
-        .map_err(anyhow::Error::from)
-        .with_context(|| format!("{shown}: invalid component"))
+    let cache = COMPILE_CACHE.read().unwrap_or_else(|e| e.into_inner()).clone();
+    match cache {
+        Some(cache) => {
+            let started = std::time::Instant::now();
+            let (component, lookup) = cache.load_or_compile(engine, &bytes, path)?;
+            tracing::debug!(
+                "{shown}: {lookup:?} in the compile cache, ready in {:?}",
+                started.elapsed()
+            );
+            Ok(component)
+        }
+        None => Component::new(engine, &bytes)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("{shown}: invalid component")),
+    }
+}
+
+/// The compile cache [`load`] uses; none until [`use_compile_cache`] sets one.
+static COMPILE_CACHE: RwLock<Option<CompileCache>> = RwLock::new(None);
+
+/// Makes [`load`] keep compiled components in `cache` (`None`: always compile).
+/// The CLI sets it once at start from `--cache-dir`/`--no-cache`.
+pub fn use_compile_cache(cache: Option<CompileCache>) {
+    *COMPILE_CACHE.write().unwrap_or_else(|e| e.into_inner()) = cache;
 }
 
 /// Checks that `component` exports `interface` (e.g. `wasi:cli/run`) in any 0.2 version.

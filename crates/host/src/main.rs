@@ -22,6 +22,13 @@ struct Cli {
     /// (overrides LOOPHOST_EXPORT_LEVEL; default `info`).
     #[arg(long, global = true)]
     export_level: Option<String>,
+    /// Keep compiled components here between starts (default
+    /// ~/.cache/loophost/components).
+    #[arg(long, global = true, env = "LOOPHOST_CACHE_DIR", value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Compile every component at start; use and write no compile cache.
+    #[arg(long, global = true, env = "LOOPHOST_NO_CACHE")]
+    no_cache: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -108,6 +115,12 @@ struct RunArgs {
     /// then, connects to it wait instead of being refused. Repeatable.
     #[arg(long = "wait-for", value_name = "ADDR")]
     wait_for: Vec<SocketAddr>,
+    /// Virtual connections open at once on the private network (more are refused).
+    #[arg(long, default_value_t = wasi_sockets_virt::NetworkConfig::default().max_connections, value_name = "N")]
+    max_connections: usize,
+    /// Sockets one component may hold at once (more: new-socket-limit).
+    #[arg(long, default_value_t = wasi_sockets_virt::NetworkConfig::default().max_sockets_per_store, value_name = "N")]
+    max_sockets: usize,
     /// How long to wait for background components to listen, in seconds.
     #[arg(long, default_value_t = 5.0, value_name = "SECS")]
     ready_timeout: f64,
@@ -155,6 +168,16 @@ fn main() -> ExitCode {
 }
 
 fn real_main(cli: Cli, runtime: &tokio::runtime::Runtime) -> Result<i32> {
+    if !cli.no_cache {
+        let dir = cli
+            .cache_dir
+            .filter(|d| !d.as_os_str().is_empty())
+            .or_else(loophost::compile_cache::CompileCache::default_dir);
+        match dir {
+            Some(dir) => loophost::component::use_compile_cache(Some(loophost::compile_cache::CompileCache::new(dir))),
+            None => tracing::warn!("no compile cache: neither HOME nor XDG_CACHE_HOME is set (use --cache-dir DIR)"),
+        }
+    }
     match cli.command {
         Command::Run(args) => runtime.block_on(run(args)),
         Command::Up(args) => {
@@ -216,6 +239,11 @@ async fn run(args: RunArgs) -> Result<i32> {
         policy: loophost::policy::from_flags(&args.allow_egress, &args.allow_lookup)?,
         wait_for: args.wait_for,
         ready_timeout: seconds("--ready-timeout", args.ready_timeout)?,
+        network: wasi_sockets_virt::NetworkConfig {
+            max_connections: cap("--max-connections", args.max_connections)?,
+            max_sockets_per_store: cap("--max-sockets", args.max_sockets)?,
+            ..Default::default()
+        },
     };
     let main = ComponentSpec {
         path: args.component,
@@ -229,6 +257,14 @@ fn seconds(flag: &str, value: f64) -> Result<Duration> {
         bail!("{flag} {value}: expected a number of seconds between 0 and 86400");
     }
     Ok(Duration::from_secs_f64(value))
+}
+
+fn cap(flag: &str, value: usize) -> Result<usize> {
+    let max = loophost::manifest::NetworkLimits::MAX;
+    if !(1..=max).contains(&value) {
+        bail!("{flag} {value}: expected a number from 1 to {max}");
+    }
+    Ok(value)
 }
 
 /// `--with "server.wasm --port 7000"` → path and args.

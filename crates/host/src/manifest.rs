@@ -4,6 +4,7 @@
 //! name = "shop"
 //! namespace = "default"          # optional, "default"
 //! connect_wait_ms = 5000         # connects to a declared port wait this long for its service
+//! network = { max_connections = 16384, max_sockets_per_instance = 4096 }  # virtual network caps
 //!
 //! [[service]]
 //! name = "kv"
@@ -52,8 +53,44 @@ pub struct Workload {
     pub name: String,
     pub namespace: String,
     pub connect_wait: Duration,
+    /// Caps of the workload's virtual network (`[network]`).
+    pub network: NetworkLimits,
     pub services: Vec<Service>,
     pub components: Vec<Component>,
+}
+
+/// The `[network]` table: how much of the virtual network one workload may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetworkLimits {
+    /// Virtual connections open at once (connects beyond: `connection-refused`).
+    pub max_connections: usize,
+    /// Sockets one instance may hold (more: `new-socket-limit`).
+    pub max_sockets_per_instance: usize,
+}
+
+impl Default for NetworkLimits {
+    fn default() -> Self {
+        let defaults = wasi_sockets_virt::NetworkConfig::default();
+        NetworkLimits {
+            max_connections: defaults.max_connections,
+            max_sockets_per_instance: defaults.max_sockets_per_store,
+        }
+    }
+}
+
+impl NetworkLimits {
+    /// Largest value either cap takes: beyond it a workload could make the
+    /// host hold more memory than any machine has for idle sockets alone.
+    pub const MAX: usize = 10_000_000;
+
+    /// The virtual network configuration with these caps.
+    pub fn config(&self) -> wasi_sockets_virt::NetworkConfig {
+        wasi_sockets_virt::NetworkConfig {
+            max_connections: self.max_connections,
+            max_sockets_per_store: self.max_sockets_per_instance,
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -116,10 +153,19 @@ struct RawWorkload {
     namespace: String,
     #[serde(default = "default_connect_wait_ms")]
     connect_wait_ms: u64,
+    #[serde(default)]
+    network: RawNetwork,
     #[serde(default, rename = "service")]
     services: Vec<RawService>,
     #[serde(default, rename = "component")]
     components: Vec<RawComponent>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawNetwork {
+    max_connections: Option<u64>,
+    max_sockets_per_instance: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -370,13 +416,37 @@ fn validate(file: &str, base: &Path, raw: RawWorkload) -> Result<Workload> {
     if services.is_empty() && components.is_empty() {
         bail!("{file}: declares no [[service]] and no [[component]]; add at least one");
     }
+    let network = network_limits(file, &raw.network)?;
     Ok(Workload {
         file: PathBuf::from(file),
         name: raw.name,
         namespace: raw.namespace,
         connect_wait: Duration::from_millis(raw.connect_wait_ms),
+        network,
         services,
         components,
+    })
+}
+
+fn network_limits(file: &str, raw: &RawNetwork) -> Result<NetworkLimits> {
+    let defaults = NetworkLimits::default();
+    let cap = |field: &str, value: Option<u64>, default: usize| -> Result<usize> {
+        match value {
+            None => Ok(default),
+            Some(n) if (1..=NetworkLimits::MAX as u64).contains(&n) => Ok(n as usize),
+            Some(n) => bail!(
+                "{file}: network.{field}: {n} is out of range; use 1 to {}",
+                NetworkLimits::MAX
+            ),
+        }
+    };
+    Ok(NetworkLimits {
+        max_connections: cap("max_connections", raw.max_connections, defaults.max_connections)?,
+        max_sockets_per_instance: cap(
+            "max_sockets_per_instance",
+            raw.max_sockets_per_instance,
+            defaults.max_sockets_per_instance,
+        )?,
     })
 }
 

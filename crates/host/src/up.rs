@@ -107,7 +107,7 @@ pub const WORKLOAD_DOMAIN: &str = "loophost.internal";
 /// `kv.<workload>.<namespace>.loophost.internal` all resolve to the virtual
 /// loopback; names of other workloads do not exist there.
 fn workload_network(w: &Workload, observer: Arc<crate::metrics::NetworkMetrics>) -> VirtualNetwork {
-    let network = VirtualNetwork::with_observer(wasi_sockets_virt::NetworkConfig::default(), observer);
+    let network = VirtualNetwork::with_observer(w.network.config(), observer);
     network.add_private_domain(WORKLOAD_DOMAIN);
     let loopback = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
     for s in &w.services {
@@ -126,7 +126,7 @@ fn workload_network(w: &Workload, observer: Arc<crate::metrics::NetworkMetrics>)
 /// concurrency limit and every service (and its restart) fit together: one
 /// workload's flood stops at its components' limits and can never take the
 /// instances another workload's requests or a service restart need.
-fn pooled_engine(workloads: &[Workload]) -> Result<Engine> {
+pub fn pooled_engine(workloads: &[Workload]) -> Result<Engine> {
     let mut instances = 16;
     let mut largest_memory = 64 * 1024 * 1024;
     for w in workloads {

@@ -122,23 +122,15 @@ fn lock(store: &Mutex<Store>) -> MutexGuard<'_, Store> {
 }
 
 async fn serve(addr: &str) -> Result<(), (String, io::Error)> {
-    // tokio's accept fails on wasm32-wasip2 (mio's fcntl(F_SETFL) on the
-    // accepted socket returns EINVAL, after the connection was taken), so
-    // accept with std and hand each stream to tokio.
-    let listener = std::net::TcpListener::bind(addr).map_err(|e| (format!("bind {addr}"), e))?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| ("set_nonblocking".to_string(), e))?;
+    // tokio's own TcpListener cannot accept on wasm32-wasip2 (see the
+    // tokio-listener crate); this one is woken by the reactor all the same.
+    let listener = tokio_listener::TcpListener::bind(addr).map_err(|e| (format!("bind {addr}"), e))?;
     let local = listener.local_addr().map_err(|e| ("local_addr".to_string(), e))?;
     say!("kv listening on {local}");
     let store = Arc::new(Mutex::new(Store::new()));
     loop {
-        let (stream, peer) = match listener.accept() {
+        let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-                continue;
-            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(("accept".to_string(), e)),
         };
@@ -151,9 +143,7 @@ async fn serve(addr: &str) -> Result<(), (String, io::Error)> {
     }
 }
 
-async fn connection(stream: std::net::TcpStream, peer: SocketAddr, store: Arc<Mutex<Store>>) -> io::Result<()> {
-    stream.set_nonblocking(true)?;
-    let mut stream = TcpStream::from_std(stream)?;
+async fn connection(mut stream: TcpStream, peer: SocketAddr, store: Arc<Mutex<Store>>) -> io::Result<()> {
     let mut input: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut output: Vec<u8> = Vec::new();
     loop {

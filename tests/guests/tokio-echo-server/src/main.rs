@@ -13,7 +13,6 @@ use std::io;
 use std::process::ExitCode;
 
 use guest_util::say;
-use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -34,28 +33,13 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(addr: &str) -> Result<(), (String, io::Error)> {
-    // mio's accept on wasm32-wasip2 fails after the connection was taken
-    // (its `fcntl(F_SETFL, O_NONBLOCK)` on the new socket returns EINVAL, on
-    // stock wasmtime too), so accept with std and hand the stream to tokio.
-    let listener = std::net::TcpListener::bind(addr).map_err(|e| (format!("bind {addr}"), e))?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| ("set_nonblocking".to_string(), e))?;
+    // tokio's own TcpListener cannot accept on wasm32-wasip2 (see the
+    // tokio-listener crate in services/); this one is woken by the reactor.
+    let listener = tokio_listener::TcpListener::bind(addr).map_err(|e| (format!("bind {addr}"), e))?;
     let local = listener.local_addr().map_err(|e| ("local_addr".to_string(), e))?;
     say!("listening {local}");
     loop {
-        let (stream, peer) = match listener.accept() {
-            Ok(accepted) => accepted,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-                continue;
-            }
-            Err(e) => return Err(("accept".to_string(), e)),
-        };
-        stream
-            .set_nonblocking(true)
-            .map_err(|e| ("set_nonblocking".to_string(), e))?;
-        let stream = TcpStream::from_std(stream).map_err(|e| ("from_std".to_string(), e))?;
+        let (stream, peer) = listener.accept().await.map_err(|e| ("accept".to_string(), e))?;
         tokio::spawn(async move {
             if let Err(e) = echo(stream).await {
                 say!("error {:?} connection from {peer}: {e}", e.kind());
