@@ -51,7 +51,7 @@ pub fn loophost_bin() -> PathBuf {
     let bin = profile_dir().join("loophost");
     assert!(
         bin.exists(),
-        "{} is missing: run the suite with `cargo test --workspace`",
+        "{} is missing: build it first (`cargo build --workspace --bins`; ./dev test does)",
         bin.display()
     );
     bin

@@ -26,8 +26,10 @@ struct Cli {
     /// ~/.cache/loophost/components).
     #[arg(long, global = true, env = "LOOPHOST_CACHE_DIR", value_name = "DIR")]
     cache_dir: Option<PathBuf>,
-    /// Compile every component at start; use and write no compile cache.
-    #[arg(long, global = true, env = "LOOPHOST_NO_CACHE")]
+    /// Compile every component at start; use and write no compile cache
+    /// (LOOPHOST_NO_CACHE=1 does the same; 0, false, no, off or empty do not).
+    #[arg(long, global = true, env = "LOOPHOST_NO_CACHE",
+          action = clap::ArgAction::SetTrue, value_parser = clap::builder::FalseyValueParser::new())]
     no_cache: bool,
     #[command(subcommand)]
     command: Command,
