@@ -144,7 +144,9 @@ impl Pipe {
         if max == 0 {
             return Ok(Bytes::new());
         }
-        if st.chunks.is_empty() {
+        // The tail comes after every chunk: queue it so one read can take
+        // chunks and tail together.
+        if !st.tail.is_empty() {
             let tail = st.tail.split().freeze();
             st.chunks.push_back(tail);
         }
