@@ -43,9 +43,21 @@ pub fn engine_with(mut config: Config) -> Result<Engine> {
     Ok(engine)
 }
 
-/// A store whose guest yields at every epoch tick (see [`engine_with`]).
-pub fn new_store<T: Send + 'static>(engine: &Engine, data: T) -> wasmtime::Store<T> {
-    let mut store = wasmtime::Store::new(engine, data);
+/// Component-model handles a guest needs per socket: the socket and its
+/// input and output streams, and a pollable.
+const HANDLES_PER_SOCKET: usize = 4;
+
+/// A store whose guest yields at every epoch tick (see [`engine_with`]),
+/// with room for the handles of as many sockets as its network lets one
+/// store hold (wasmtime's default of 100 000 handles would stop a guest at
+/// about 33 000 connections, whatever the network's caps say).
+pub fn new_store(engine: &Engine, state: crate::state::HostState) -> wasmtime::Store<crate::state::HostState> {
+    let sockets = state.sockets.network().config().max_sockets_per_store;
+    let mut store = wasmtime::Store::new(engine, state);
+    let handles = sockets.saturating_mul(HANDLES_PER_SOCKET).saturating_add(10_000);
+    if handles > store.max_component_handles() {
+        store.set_max_component_handles(handles);
+    }
     store.epoch_deadline_async_yield_and_update(1);
     store
 }
