@@ -191,8 +191,8 @@ fn service_path(dir: &Path) {
 fn instantiation() -> (Samples, Samples) {
     const N: usize = 5000;
     let path = guest("http_hello");
-    let ours = loophost_tests::instantiate::times(loophost_tests::instantiate::Store::Loophost, &path, N);
-    let theirs = loophost_tests::instantiate::times(loophost_tests::instantiate::Store::Upstream, &path, N);
+    let ours = loophost_tests::instantiate::times(loophost_tests::instantiate::Store::Loophost, &path, N, true);
+    let theirs = loophost_tests::instantiate::times(loophost_tests::instantiate::Store::Upstream, &path, N, true);
     (Samples(ours), Samples(theirs))
 }
 

@@ -9,7 +9,8 @@
 //!   kernel's own instructions are not counted by callgrind, so the ratio
 //!   flatters the kernel);
 //! - one instantiation of the hello `wasi:http` component, loophost's store
-//!   against upstream's (`bench-instantiate`).
+//!   against upstream's (`bench-instantiate`), on the on-demand allocator
+//!   for both (valgrind cannot reserve the pooling allocator's address space).
 //!
 //! Run with `scripts/bench.sh instructions` (installs valgrind).
 
@@ -75,7 +76,7 @@ fn main() {
     let hello = guest("http_hello").display().to_string();
     let inst = |store: &'static str| {
         let hello = hello.clone();
-        move |n: u64| vec![store.to_string(), hello.clone(), n.to_string()]
+        move |n: u64| vec![store.to_string(), hello.clone(), n.to_string(), "on-demand".to_string()]
     };
     let inst_ours = per_op(&bench_instantiate_bin(), inst("loophost"), 200, 600, &dir);
     let inst_upstream = per_op(&bench_instantiate_bin(), inst("upstream"), 200, 600, &dir);

@@ -18,8 +18,10 @@ pub enum Store {
 }
 
 /// Instantiates the component at `path` `n` times in a row; returns each
-/// instantiation's time in µs (store creation included).
-pub fn times(store: Store, path: &Path, n: usize) -> Vec<f64> {
+/// instantiation's time in µs (store creation included). `pooling: false`
+/// uses wasmtime's on-demand allocator instead of the pooling one (valgrind
+/// cannot reserve the pool's address space).
+pub fn times(store: Store, path: &Path, n: usize, pooling: bool) -> Vec<f64> {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
         let mut out = Vec::with_capacity(n);
@@ -36,7 +38,11 @@ pub fn times(store: Store, path: &Path, n: usize) -> Vec<f64> {
                     ),
                 );
                 let workloads = loophost::up::check(&[manifest]).expect("manifest");
-                let engine = loophost::up::pooled_engine(&workloads).expect("engine");
+                let engine = if pooling {
+                    loophost::up::pooled_engine(&workloads).expect("engine")
+                } else {
+                    loophost::component::engine().expect("engine")
+                };
                 let component = loophost::component::load(&engine, path).expect("load");
                 let pre = loophost::state::linker(&engine)
                     .and_then(|l| Ok(ProxyPre::new(l.instantiate_pre(&component)?)?))
@@ -55,7 +61,9 @@ pub fn times(store: Store, path: &Path, n: usize) -> Vec<f64> {
             }
             Store::Upstream => {
                 let mut config = wasmtime::Config::new();
-                config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(Default::default()));
+                if pooling {
+                    config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(Default::default()));
+                }
                 let engine = wasmtime::Engine::new(&config).expect("engine");
                 let pre = crate::reference::proxy_pre(&engine, &path.display().to_string()).expect("link");
                 for _ in 0..n {
