@@ -307,3 +307,13 @@ pub fn add_to_linker_async<T: SocketsView + 'static>(linker: &mut Linker<T>) -> 
     ip_name_lookup::add_to_linker::<T, HasSockets>(linker, T::sockets)?;
     Ok(())
 }
+
+/// Polls `future` once, outside tokio's co-operative budget, for the p2
+/// `finish-*` calls that must answer at once. Inside a task that has used
+/// up its budget, tokio's own futures would report `Pending` even when
+/// ready, and the guest would see a spurious `would-block` (as upstream
+/// wasmtime-wasi fixed in 49).
+pub(crate) fn poll_now<F: std::future::Future + Unpin>(future: &mut F) -> std::task::Poll<F::Output> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    std::pin::pin!(tokio::task::unconstrained(future)).poll(&mut cx)
+}

@@ -8,7 +8,7 @@ use crate::{Policy, VirtualNetwork};
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::task::Poll;
 use wasmtime_wasi_io::poll::Pollable;
 
 type LookupFuture = Pin<Box<dyn Future<Output = Result<Vec<IpAddr>, ErrorCode>> + Send>>;
@@ -102,7 +102,7 @@ impl ResolveAddressStream {
     /// The next address, `None` when exhausted, `would-block` while pending.
     pub(crate) fn next(&mut self) -> Result<Option<IpAddr>, ErrorCode> {
         if let Lookup::Pending(future) = &mut self.state {
-            match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            match crate::poll_now(future) {
                 Poll::Ready(result) => self.state = Lookup::Done(result.map(Vec::into_iter)),
                 Poll::Pending => return Err(ErrorCode::WouldBlock),
             }

@@ -22,7 +22,7 @@ use std::future::Future;
 use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::Poll;
 use wasmtime_wasi_io::poll::Pollable;
 use wasmtime_wasi_io::streams::{DynInputStream, DynOutputStream};
 
@@ -241,7 +241,7 @@ impl TcpSocket {
             return Err(ErrorCode::NotInProgress.into());
         }
         let result = match std::mem::replace(&mut self.state, State::Closed) {
-            State::Connecting(mut future) => match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            State::Connecting(mut future) => match crate::poll_now(&mut future) {
                 Poll::Ready(result) => result,
                 Poll::Pending => {
                     self.state = State::Connecting(future);
