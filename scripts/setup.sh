@@ -25,6 +25,8 @@ system_commands=(
     "patch patch"        # applying patches/ to the pristine crate
     "tar tar"
     "sha256sum coreutils"
+    "clang clang"        # ring's C code for wasm32 (the Kubernetes controller's TLS)
+    "dpkg-deb dpkg"      # unpacking Debian's kubectl (below)
 )
 
 missing_packages() {
@@ -67,6 +69,10 @@ plan() {
         fi
         todo=1
     fi
+    if ! has_debian_kubectl; then
+        echo "missing: Debian's kubectl: would unpack package kubernetes-client into $tools_dir"
+        todo=1
+    fi
     [ "$todo" = 0 ] && echo "ok: Rust, the wasm32-wasip2 target and the system commands are present"
     return "$todo"
 }
@@ -84,6 +90,34 @@ install_packages() {
         || die "$how install ${pkgs% } failed (see above): install ${pkgs% } yourself and rerun"
 }
 
+# Debian's kubectl (package kubernetes-client, 1.20) checks the Kubernetes
+# emulator's wire fidelity and drives the controller demo. It is unpacked into
+# the tools cache rather than installed: some machines already have another
+# `kubectl` (e.g. Google Cloud SDK's) that the package would conflict with.
+tools_dir=${LOOPHOST_TOOLS_DIR:-$HOME/.cache/loophost/tools}
+debian_kubectl="$tools_dir/kubectl"
+
+has_debian_kubectl() {
+    [ -x "$debian_kubectl" ] && "$debian_kubectl" version --client >/dev/null 2>&1
+}
+
+install_debian_kubectl() {
+    has_debian_kubectl && return 0
+    command -v apt-get >/dev/null 2>&1 || die "no apt-get: put a kubectl at $debian_kubectl (or set LOOPHOST_KUBECTL) and rerun"
+    local scratch
+    scratch=$(mktemp -d)
+    say "fetching Debian's kubectl (package kubernetes-client) into $tools_dir"
+    # The package lists may be empty on a fresh machine: refresh them when root can.
+    (cd "$scratch" && { apt-get download kubernetes-client >/dev/null 2>&1 \
+        || { [ -n "$(installer)" ] && $(installer) update -qq >/dev/null 2>&1 && apt-get download kubernetes-client >/dev/null; }; }) \
+        || die "apt-get download kubernetes-client failed: check the network and the Debian sources, then rerun"
+    dpkg-deb -x "$scratch"/kubernetes-client_*.deb "$scratch/root" \
+        || die "unpacking kubernetes-client failed (see above)"
+    mkdir -p "$tools_dir"
+    install -m 0755 "$scratch/root/usr/bin/kubectl" "$debian_kubectl"
+    rm -rf "$scratch"
+}
+
 case "$mode" in
 --plan)
     plan
@@ -96,6 +130,7 @@ install)
         rustup target add wasm32-wasip2 >&2 || die "rustup target add wasm32-wasip2 failed (see above): check the network, then rerun"
     fi
     install_packages
+    install_debian_kubectl
     "$root/scripts/vendor-wasmtime-wasi.sh" || die "materializing the vendored wasmtime-wasi failed (see the line above)"
     "$root/scripts/build-guests.sh" >/dev/null || die "building the wasm32-wasip2 guests failed (see cargo's errors above)"
     ;;
