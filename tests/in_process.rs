@@ -12,6 +12,7 @@ fn prepared(engine: &wasmtime::Engine, name: &str, args: &[&str]) -> Arc<Prepare
     let spec = ComponentSpec {
         path: guest(name),
         args: args.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
     };
     Arc::new(Prepared::new(engine, spec).expect("prepare guest"))
 }
@@ -300,6 +301,7 @@ async fn a_service_that_cannot_get_an_instance_waits_without_counting_a_failure(
             ComponentSpec {
                 path: service.wasm.clone(),
                 args: service.args.clone(),
+                ..Default::default()
             },
         )
         .expect("prepare"),

@@ -123,6 +123,41 @@ fn each_mistake_gets_a_one_line_error() {
             "service \"kv\" sockets",
         ),
         (
+            "mount-missing.toml",
+            format!(
+                "{ok_head}{}",
+                svc("kv", "mounts = [{ host = \"no-such-dir\", guest = \"/data\" }]")
+            ),
+            "service \"kv\" mounts[0].host: ",
+        ),
+        (
+            "mount-relative-guest.toml",
+            format!(
+                "{ok_head}{}",
+                svc("kv", "mounts = [{ host = \".\", guest = \"data\" }]")
+            ),
+            "service \"kv\" mounts[0].guest: \"data\" must be an absolute path",
+        ),
+        (
+            "mount-twice.toml",
+            format!(
+                "{ok_head}{}",
+                svc(
+                    "kv",
+                    "mounts = [{ host = \".\", guest = \"/d\" }, { host = \".\", guest = \"/d/\" }]"
+                )
+            ),
+            "service \"kv\" mounts[1].guest: /d is also mounts[0].guest",
+        ),
+        (
+            "mount-unknown-field.toml",
+            format!(
+                "{ok_head}{}",
+                svc("kv", "mounts = [{ host = \".\", guest = \"/d\", readonly = true }]")
+            ),
+            "unknown field `readonly`",
+        ),
+        (
             "empty.toml",
             ok_head.to_string(),
             "declares no [[service]] and no [[component]]",

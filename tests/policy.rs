@@ -25,12 +25,17 @@ fn real_address_is_denied_by_default() {
     let client = guest("tcp-client").display().to_string();
     let target = format!("{}:{port}", machine_address());
     let host = Loophost::spawn(["run", &client, "connect", &target]);
-    let (code, out) = host.wait(T);
+    let (code, out, log) = host.wait_with_stderr(T);
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains("error PermissionDenied"),
         "access-denied for {target}: {out}"
     );
+    // The operator learns what was refused and the rule that allows it.
+    let line = format!(
+        "tcp connect to {target} denied: real network egress to this address is not allowed; to allow it, run with --allow-egress {target}"
+    );
+    assert!(log.contains(&line), "{line:?} in the log:\n{log}");
     assert!(
         listener.accept().is_err(),
         "the real listener must not see a connection"
@@ -78,4 +83,26 @@ fn allowed_real_loopback_port_really_connects() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("roundtrip ok 5"), "{out}");
     server.join().expect("real server thread");
+}
+
+#[test]
+fn a_denied_connect_under_up_names_the_manifest_and_the_rule() {
+    let dir = loophost_tests::temp_dir("policy-up-denial");
+    let client = guest("tcp-client").display().to_string();
+    // TEST-NET-1: never routed, and denied before any packet could be sent.
+    let target = "192.0.2.7:6443";
+    let manifest = loophost_tests::write_manifest(
+        &dir,
+        "denied.toml",
+        &format!(
+            "name = \"denied\"\n[[component]]\nname = \"client\"\nwasm = \"{client}\"\nargs = [\"connect\", \"{target}\"]\n"
+        ),
+    );
+    let (host, _addr) = loophost_tests::up(&[&manifest], &[]);
+    let line = format!(
+        "tcp connect to {target} denied: real network egress to this address is not allowed; to allow it, add \"{target}\" to sockets.allow_egress of the service or component in {}",
+        manifest.display()
+    );
+    host.expect_stderr(&line, T);
+    host.terminate();
 }

@@ -25,6 +25,7 @@ async fn connections_opened_and_closed_leave_memory_flat() {
             ComponentSpec {
                 path: guest("echo-server"),
                 args: vec!["127.0.0.1:7900".into()],
+                ..Default::default()
             },
         )
         .expect("prepare"),

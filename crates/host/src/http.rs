@@ -115,6 +115,9 @@ impl WasiHttpHooks for LoopbackHttpHooks {
                 }
                 Route::Deny(reason) => {
                     tracing::debug!(%host, port, %reason, "outgoing HTTP request denied");
+                    if let (Some(observer), Some(addr)) = (network.observer(), targets.first()) {
+                        observer.denied(SocketUse::TcpConnect, *addr, &reason);
+                    }
                     Err(HttpError::HttpRequestDenied)
                 }
             }

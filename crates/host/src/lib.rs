@@ -10,9 +10,11 @@
 
 pub mod compile_cache;
 pub mod component;
+pub mod denials;
 pub mod http;
 pub mod manifest;
 pub mod metrics;
+pub mod mounts;
 pub mod output;
 pub mod policy;
 pub mod published;

@@ -113,6 +113,10 @@ struct RunArgs {
     /// to pass on the host's value of NAME. Repeatable.
     #[arg(long = "env", value_name = "KEY[=VALUE]")]
     env: Vec<String>,
+    /// Let the components see a host directory: HOST[::GUEST] (GUEST
+    /// defaults to HOST), as `wasmtime run --dir`. Repeatable.
+    #[arg(long = "dir", value_name = "HOST[::GUEST]")]
+    dirs: Vec<String>,
     /// Start the main component only once this virtual address listens; until
     /// then, connects to it wait instead of being refused. Repeatable.
     #[arg(long = "wait-for", value_name = "ADDR")]
@@ -235,7 +239,16 @@ fn real_main(cli: Cli, runtime: &tokio::runtime::Runtime) -> Result<i32> {
 }
 
 async fn run(args: RunArgs) -> Result<i32> {
-    let background = args.with.iter().map(|s| parse_with(s)).collect::<Result<Vec<_>>>()?;
+    let mounts = args
+        .dirs
+        .iter()
+        .map(|spec| loophost::mounts::Mount::from_flag(spec))
+        .collect::<Result<Vec<_>>>()?;
+    loophost::mounts::check_distinct(&mounts).context("--dir")?;
+    let mut background = args.with.iter().map(|s| parse_with(s)).collect::<Result<Vec<_>>>()?;
+    for spec in &mut background {
+        spec.mounts = mounts.clone();
+    }
     let mut env = Vec::new();
     for kv in &args.env {
         match kv.split_once('=') {
@@ -262,6 +275,7 @@ async fn run(args: RunArgs) -> Result<i32> {
     let main = ComponentSpec {
         path: args.component,
         args: args.args,
+        mounts,
     };
     loophost::run::run(main, background, options).await
 }
@@ -290,5 +304,6 @@ fn parse_with(spec: &str) -> Result<ComponentSpec> {
     Ok(ComponentSpec {
         path: PathBuf::from(path),
         args: args.to_vec(),
+        ..Default::default()
     })
 }

@@ -20,6 +20,7 @@
 //! backoff_max_ms = 5000
 //! publish = [{ listen = "127.0.0.1:16379", port = 6379 }]
 //! memory_limit_mb = 1024           # linear memory of one incarnation
+//! mounts = [{ host = "secrets", guest = "/var/run/secrets/app" }] # read-only unless writable = true
 //! sockets = { allow_egress = ["10.0.0.0/8:5432"], allow_lookup = ["db.internal"] }
 //!
 //! [[component]]
@@ -38,6 +39,7 @@
 //! Every mistake is reported on one line naming the file, the field and
 //! what to do; nothing starts.
 
+use crate::mounts::Mount;
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
@@ -106,6 +108,8 @@ pub struct Service {
     pub backoff_max: Duration,
     pub publish: Vec<Publish>,
     pub policy: Policy,
+    /// Host directories the service sees.
+    pub mounts: Vec<Mount>,
     /// Linear memory one incarnation may use, in bytes.
     pub memory_limit: usize,
 }
@@ -119,6 +123,8 @@ pub struct Component {
     /// `Some`: an HTTP component served under this path prefix; `None`: a job.
     pub route: Option<String>,
     pub policy: Policy,
+    /// Host directories every instance sees.
+    pub mounts: Vec<Mount>,
     /// Linear memory one instance may use, in bytes.
     pub memory_limit: usize,
     /// HTTP: the deadline of one request (instantiation to the end of the body).
@@ -195,6 +201,8 @@ struct RawService {
     publish: Vec<RawPublish>,
     #[serde(default)]
     sockets: RawSockets,
+    #[serde(default)]
+    mounts: Vec<RawMount>,
     #[serde(default = "default_service_memory_mb")]
     memory_limit_mb: u64,
 }
@@ -215,6 +223,8 @@ struct RawComponent {
     route: Option<String>,
     #[serde(default)]
     sockets: RawSockets,
+    #[serde(default)]
+    mounts: Vec<RawMount>,
     #[serde(default = "default_component_memory_mb")]
     memory_limit_mb: u64,
     #[serde(default = "default_timeout_ms")]
@@ -228,6 +238,15 @@ struct RawComponent {
 struct RawPublish {
     listen: String,
     port: u16,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMount {
+    host: PathBuf,
+    guest: String,
+    #[serde(default)]
+    writable: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -363,6 +382,7 @@ fn validate(file: &str, base: &Path, raw: RawWorkload) -> Result<Workload> {
             backoff_max: Duration::from_millis(s.backoff_max_ms),
             publish,
             policy: policy(file, &at, &s.sockets)?,
+            mounts: mounts(file, &at, base, &s.mounts)?,
             memory_limit: memory_limit(file, &at, s.memory_limit_mb)?,
         });
     }
@@ -402,6 +422,7 @@ fn validate(file: &str, base: &Path, raw: RawWorkload) -> Result<Workload> {
             env: environment(file, &at, c.env, &c.env_from_host, c.config)?,
             route: c.route.as_deref().map(normalize_route),
             policy: policy(file, &at, &c.sockets)?,
+            mounts: mounts(file, &at, base, &c.mounts)?,
             memory_limit: memory_limit(file, &at, c.memory_limit_mb)?,
             timeout: Duration::from_millis(c.timeout_ms),
             max_concurrency: c.max_concurrency as usize,
@@ -535,6 +556,18 @@ fn check_wasm(file: &str, at: &str, base: &Path, wasm: &Path) -> Result<PathBuf>
 fn policy(file: &str, at: &str, sockets: &RawSockets) -> Result<Policy> {
     crate::policy::from_flags(&sockets.allow_egress, &sockets.allow_lookup)
         .with_context(|| format!("{file}: {at} sockets"))
+}
+
+fn mounts(file: &str, at: &str, base: &Path, raw: &[RawMount]) -> Result<Vec<Mount>> {
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, m) in raw.iter().enumerate() {
+        // Mount::new's errors start with the part at fault ("host: ...").
+        let mount = Mount::new(base, &m.host, &m.guest, m.writable)
+            .map_err(|err| anyhow::anyhow!("{file}: {at} mounts[{i}].{err:#}"))?;
+        out.push(mount);
+    }
+    crate::mounts::check_distinct(&out).map_err(|err| anyhow::anyhow!("{file}: {at} {err:#}"))?;
+    Ok(out)
 }
 
 /// The guest's environment: `env`, then `env_from_host` (values read from

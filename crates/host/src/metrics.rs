@@ -1,6 +1,7 @@
 //! OpenTelemetry instruments. Without a meter provider (export off) they are
 //! the API's no-ops.
 
+use crate::denials::{DenialLog, PolicySource};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram, UpDownCounter};
 use std::collections::HashMap;
@@ -111,10 +112,12 @@ pub struct NetworkMetrics {
     services: HashMap<u16, String>,
     /// Port -> that service's traffic counters (one per service, shared by its ports).
     traffic: HashMap<u16, Arc<ServiceTraffic>>,
+    /// Refusals also go to the operator's log, with what would allow them.
+    denials: DenialLog,
 }
 
 impl NetworkMetrics {
-    pub fn new(workload: &str, services: HashMap<u16, String>) -> Arc<Self> {
+    pub fn new(workload: &str, services: HashMap<u16, String>, policy: PolicySource) -> Arc<Self> {
         let mut by_service: HashMap<&str, Arc<ServiceTraffic>> = HashMap::new();
         let traffic = services
             .iter()
@@ -124,6 +127,7 @@ impl NetworkMetrics {
             workload: workload.to_string(),
             services,
             traffic,
+            denials: DenialLog::new(workload, policy),
         })
     }
 
@@ -208,7 +212,7 @@ impl NetworkObserver for NetworkMetrics {
         ];
         // The address is the guest's choice: it goes to the trace and the
         // log (see the socket layer's spans), never into a metric label.
-        let _ = addr;
         instruments().policy_denied.add(1, &attrs);
+        self.denials.denied(usage, addr, reason);
     }
 }

@@ -2,6 +2,7 @@
 //! background components on the same virtual network.
 
 use crate::component;
+use crate::mounts::Mount;
 use crate::output::{Echo, LogOutput, Origin, OutputLimiter};
 use crate::state::{self, HostState};
 use anyhow::{Context, Result};
@@ -16,11 +17,13 @@ use wasmtime_wasi::I32Exit;
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
-/// A component file and the arguments it gets.
-#[derive(Clone, Debug)]
+/// A component file, the arguments it gets and the host directories it sees.
+#[derive(Clone, Debug, Default)]
 pub struct ComponentSpec {
     pub path: PathBuf,
     pub args: Vec<String>,
+    /// Mounted by [`Prepared::run`]; `up` gives services and jobs their own.
+    pub mounts: Vec<Mount>,
 }
 
 /// Settings shared by every component of one `run`.
@@ -96,6 +99,7 @@ impl Prepared {
         if let Some(pipe) = stdout {
             wasi.stdout(pipe);
         }
+        crate::mounts::preopen(&mut wasi, &self.spec.mounts)?;
         let span = tracing::info_span!("component run", "component.name" = %self.name());
         let state = HostState::new(wasi.build(), network, policy);
         self.run_state(state).instrument(span).await
@@ -172,7 +176,7 @@ pub async fn run(main: ComponentSpec, background: Vec<ComponentSpec>, options: R
 
     let network = VirtualNetwork::with_observer(
         options.network.clone(),
-        crate::metrics::NetworkMetrics::new("run", Default::default()),
+        crate::metrics::NetworkMetrics::new("run", Default::default(), crate::denials::PolicySource::RunFlags),
     );
     // Addresses we wait for are declared: a component that connects to one
     // before it listens waits (bounded) instead of being refused.

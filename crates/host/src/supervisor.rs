@@ -105,13 +105,18 @@ impl ServiceSupervisor {
                 s.state = ServiceState::Starting;
                 s.since = Some(Instant::now());
             });
-            let state = self.instance_state(&prepared, &network, policy.clone(), port_owner);
             let started = Instant::now();
             let mut ready_since = None;
             let (namespace, name) = self.workload.split_once('/').unwrap_or(("default", &self.workload));
             let span = tracing::info_span!("service", "service.name" = %svc.name, "workload.name" = name,
                 "workload.namespace" = namespace, "loophost.restarts" = self.status().restarts);
-            let run = prepared.run_state(state).instrument(span.clone());
+            // A mount that can no longer be opened fails this incarnation
+            // like a trap would: logged, restarted with backoff.
+            let run = async {
+                let state = self.instance_state(&prepared, &network, policy.clone(), port_owner)?;
+                prepared.run_state(state).await
+            }
+            .instrument(span.clone());
             tokio::pin!(run);
             let listening = network.wait_listening(&ports);
             tokio::pin!(listening);
@@ -200,7 +205,7 @@ impl ServiceSupervisor {
         network: &VirtualNetwork,
         policy: Arc<Policy>,
         port_owner: PortOwner,
-    ) -> HostState {
+    ) -> anyhow::Result<HostState> {
         let origin = |stream| Origin {
             workload: self.workload.clone(),
             name: self.service.name.clone(),
@@ -215,6 +220,7 @@ impl ServiceSupervisor {
         wasi.envs(&self.service.env)
             .stdout(LogOutput::new(origin("stdout")).with_connection_context(context.clone()))
             .stderr(LogOutput::new(origin("stderr")).with_connection_context(context));
-        HostState::from_parts(wasi.build(), sockets).with_memory_limit(self.service.memory_limit)
+        crate::mounts::preopen(&mut wasi, &self.service.mounts)?;
+        Ok(HostState::from_parts(wasi.build(), sockets).with_memory_limit(self.service.memory_limit))
     }
 }

@@ -70,6 +70,7 @@ pub struct HttpComponent {
     pub name: String,
     pub route: String,
     pub env: Vec<(String, String)>,
+    pub mounts: Vec<crate::mounts::Mount>,
     pub policy: Arc<Policy>,
     pub pre: ProxyPre<HostState>,
     pub limits: ComponentLimits,
@@ -328,6 +329,11 @@ async fn dispatch(
         wasi.envs(&c.env)
             .stdout(LogOutput::new(origin("stdout")))
             .stderr(LogOutput::new(origin("stderr")));
+        if let Err(err) = crate::mounts::preopen(&mut wasi, &c.mounts) {
+            let message = crate::run::one_line(&err);
+            tracing::error!(workload = %c.workload_id, component = %c.name, %path, "{message}");
+            return http::text(500, format!("{} cannot start; the host log has the details\n", c.name));
+        }
         let state = HostState::new(wasi.build(), &c.network, c.policy.clone()).with_memory_limit(c.limits.memory);
         let invoke = tracing::info_span!("component invocation", "component.name" = %c.name,
             "workload.name" = %c.workload_name, "workload.namespace" = %c.workload_namespace);

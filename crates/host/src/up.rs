@@ -62,6 +62,7 @@ pub fn check(manifests: &[PathBuf]) -> Result<Vec<Workload>> {
                 ComponentSpec {
                     path: s.wasm.clone(),
                     args: s.args.clone(),
+                    ..Default::default()
                 },
             )?;
         }
@@ -84,6 +85,7 @@ fn prepare_component(engine: &Engine, http: bool, wasm: &std::path::Path, args: 
             ComponentSpec {
                 path: wasm.to_path_buf(),
                 args: args.to_vec(),
+                ..Default::default()
             },
         )?));
     }
@@ -178,7 +180,11 @@ pub async fn up(options: UpOptions) -> Result<i32> {
             .iter()
             .flat_map(|s| s.ports.iter().map(|&p| (p, s.name.clone())))
             .collect();
-        let observer = crate::metrics::NetworkMetrics::new(&format!("{}/{}", w.namespace, w.name), ports);
+        let observer = crate::metrics::NetworkMetrics::new(
+            &format!("{}/{}", w.namespace, w.name),
+            ports,
+            crate::denials::PolicySource::Manifest(w.file.clone()),
+        );
         let runtime = Arc::new(WorkloadRuntime {
             id: format!("{}/{}", w.namespace, w.name),
             name: w.name.clone(),
@@ -197,6 +203,7 @@ pub async fn up(options: UpOptions) -> Result<i32> {
                 ComponentSpec {
                     path: s.wasm.clone(),
                     args: s.args.clone(),
+                    ..Default::default()
                 },
             )?;
             // A declared port belongs to its service, even while it starts or
@@ -227,6 +234,7 @@ pub async fn up(options: UpOptions) -> Result<i32> {
                     name: c.name.clone(),
                     route: c.route.clone().unwrap_or_default(),
                     env: c.env.clone(),
+                    mounts: c.mounts.clone(),
                     policy: Arc::new(c.policy.clone()),
                     pre,
                     limits: ComponentLimits {
@@ -293,11 +301,16 @@ pub async fn up(options: UpOptions) -> Result<i32> {
             wasi.envs(&c.env)
                 .stdout(LogOutput::new(origin("stdout")))
                 .stderr(LogOutput::new(origin("stderr")));
-            let state = HostState::new(wasi.build(), &runtime.network, Arc::new(c.policy.clone()))
-                .with_memory_limit(c.memory_limit);
             let span = tracing::info_span!("job", "component.name" = %c.name, "workload.name" = %runtime.name,
                 "workload.namespace" = %runtime.namespace);
-            let result = prepared.run_state(state).instrument(span).await;
+            let result = async {
+                crate::mounts::preopen(&mut wasi, &c.mounts)?;
+                let state = HostState::new(wasi.build(), &runtime.network, Arc::new(c.policy.clone()))
+                    .with_memory_limit(c.memory_limit);
+                prepared.run_state(state).await
+            }
+            .instrument(span)
+            .await;
             match &result {
                 Ok(0) => tracing::info!(workload = %runtime.id, job = %c.name, "job finished"),
                 Ok(code) => tracing::error!(workload = %runtime.id, job = %c.name, code, "job failed"),

@@ -210,7 +210,10 @@ impl VirtualNetwork {
         }
     }
 
-    pub(crate) fn observer(&self) -> Option<&dyn NetworkObserver> {
+    /// The observer given at creation, for embedders that refuse or route
+    /// traffic outside the socket interfaces (e.g. outgoing wasi:http) and
+    /// report it the same way.
+    pub fn observer(&self) -> Option<&dyn NetworkObserver> {
         self.inner.observer.as_deref()
     }
 
