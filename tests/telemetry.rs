@@ -539,3 +539,68 @@ env = {{ FIRST_PORT = "20000", LAST_PORT = "20199" }}
     assert!(methods.iter().all(|m| m == "GET" || m == "_OTHER"), "{methods:?}");
     host.terminate();
 }
+
+#[test]
+fn guest_spans_parent_the_connects_made_inside_them() {
+    let receiver = OtlpReceiver::start_grpc();
+    let real = std::net::TcpListener::bind("127.0.0.1:0").expect("real listener");
+    let real_addr = real.local_addr().expect("addr").to_string();
+    let args: Vec<String> = vec![
+        "run".into(),
+        "--with".into(),
+        format!("'{}' 127.0.0.1:7400", p("echo-server")),
+        "--wait-for".into(),
+        "127.0.0.1:7400".into(),
+        "--allow-egress".into(),
+        real_addr.clone(),
+        p("span-worker"),
+        "127.0.0.1:7400".into(),
+        real_addr.clone(),
+    ];
+    let (code, out, err) =
+        Loophost::spawn_env(&args, &otel_env(&receiver, "grpc")).wait_with_stderr(Duration::from_secs(60));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("done hello spans"), "{out}");
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let spans = loop {
+        let spans = receiver.spans();
+        let ready = ["reconcile", "tls handshake", "real connect", "virtual connection"]
+            .iter()
+            .all(|name| spans.iter().any(|s| s.name == *name));
+        if ready || Instant::now() > deadline {
+            break spans;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let reconcile = find(&spans, "reconcile", |_| true).unwrap_or_else(|| panic!("no reconcile span: {spans:#?}"));
+    assert_eq!(attr(reconcile, "object"), "demo/greeting");
+    assert_eq!(attr(reconcile, "result"), "error");
+    assert_eq!(reconcile.status_code, 2, "an error status: {reconcile:#?}");
+    assert_eq!(reconcile.status_message, "the API refused the update");
+    // The guest saw its own span's context.
+    assert!(
+        out.contains(&format!("traceparent 00-{}-{}-", reconcile.trace_id, reconcile.span_id)),
+        "{out}"
+    );
+    // Its parent is the component's own span.
+    let run = find(&spans, "component run", |s| s.span_id == reconcile.parent_span_id)
+        .unwrap_or_else(|| panic!("reconcile's parent is the component run span: {spans:#?}"));
+    assert_eq!(run.trace_id, reconcile.trace_id);
+
+    let child_of_reconcile = |name: &str| {
+        find(&spans, name, |s| s.parent_span_id == reconcile.span_id)
+            .unwrap_or_else(|| panic!("a {name:?} span under reconcile: {spans:#?}"))
+    };
+    child_of_reconcile("tls handshake");
+    let real_connect = child_of_reconcile("real connect");
+    assert_eq!(
+        attr(real_connect, "server.port"),
+        real_addr.rsplit(':').next().unwrap_or_default()
+    );
+    let connect = child_of_reconcile("virtual connect");
+    // And the service's work for that connection continues the same trace.
+    let served = find(&spans, "virtual connection", |s| s.parent_span_id == connect.span_id)
+        .unwrap_or_else(|| panic!("the echo server's connection span under the connect: {spans:#?}"));
+    assert_eq!(served.trace_id, reconcile.trace_id);
+}

@@ -18,6 +18,8 @@ pub struct HostState {
     pub http_hooks: LoopbackHttpHooks,
     /// Resource limits of the instance (install with `Store::limiter`).
     pub limits: wasmtime::StoreLimits,
+    /// Spans the guest opened through `loophost:trace/spans`.
+    pub guest_spans: crate::trace_context::GuestSpans,
 }
 
 impl HostState {
@@ -37,6 +39,7 @@ impl HostState {
             http: WasiHttpCtx::new(),
             http_hooks,
             limits: wasmtime::StoreLimits::default(),
+            guest_spans: Default::default(),
         }
     }
 

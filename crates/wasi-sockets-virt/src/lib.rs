@@ -168,6 +168,13 @@ impl SocketsCtx {
         self.trace.set_explicit(span);
     }
 
+    /// The span this store's next outgoing connection would hang under (see
+    /// the `trace` module docs), for embedders that open spans of their own
+    /// in the same place.
+    pub fn current_parent(&self) -> tracing::Span {
+        self.trace.connect_parent()
+    }
+
     /// The span of this store's open accepted connection from `peer`.
     pub fn accepted_span(&self, peer: std::net::SocketAddr) -> Option<tracing::Span> {
         self.trace.accepted_from(peer)
