@@ -158,6 +158,25 @@ fn each_mistake_gets_a_one_line_error() {
             "unknown field `readonly`",
         ),
         (
+            "egress-env-unset.toml",
+            format!(
+                "{ok_head}{}",
+                svc(
+                    "kv",
+                    "sockets = { allow_egress = [\"${LOOPHOST_SURELY_NOT_SET}:443\"] }"
+                )
+            ),
+            "service \"kv\" sockets.allow_egress[0]: \"${LOOPHOST_SURELY_NOT_SET}:443\": LOOPHOST_SURELY_NOT_SET is not set",
+        ),
+        (
+            "egress-env-unclosed.toml",
+            format!(
+                "{ok_head}{}",
+                svc("kv", "sockets = { allow_egress = [\"${HOME:443\"] }")
+            ),
+            "sockets.allow_egress[0]: \"${HOME:443\" has an unclosed",
+        ),
+        (
             "empty.toml",
             ok_head.to_string(),
             "declares no [[service]] and no [[component]]",
@@ -225,4 +244,32 @@ fn a_good_manifest_checks_ok() {
         .expect("check");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("workload default/shop: 1 services, 1 components"));
+}
+
+#[test]
+fn egress_rules_may_name_loophost_environment_variables() {
+    let kv = guest("kv").display().to_string();
+    let dir = temp_dir("manifest-egress-env");
+    let path = dir.join("env.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "name = \"shop\"\n[[service]]\nname = \"kv\"\nwasm = \"{kv}\"\nsockets = {{ allow_egress = [\"${{API_HOST}}:${{API_PORT}}\"] }}\n"
+        ),
+    )
+    .expect("write manifest");
+    for (host, ok) in [("10.96.0.1", true), ("fd00::1", true), ("not an address", false)] {
+        let out = Command::new(loophost_bin())
+            .arg("check")
+            .arg(&path)
+            .env("API_HOST", host)
+            .env("API_PORT", "443")
+            .output()
+            .expect("run loophost check");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.success(), ok, "{host}: {stderr}");
+        if !ok {
+            assert!(stderr.contains("service \"kv\" sockets"), "{stderr}");
+        }
+    }
 }

@@ -21,7 +21,7 @@
 //! publish = [{ listen = "127.0.0.1:16379", port = 6379 }]
 //! memory_limit_mb = 1024           # linear memory of one incarnation
 //! mounts = [{ host = "secrets", guest = "/var/run/secrets/app" }] # read-only unless writable = true
-//! sockets = { allow_egress = ["10.0.0.0/8:5432"], allow_lookup = ["db.internal"] }
+//! sockets = { allow_egress = ["10.0.0.0/8:5432", "${KUBERNETES_SERVICE_HOST}:${KUBERNETES_SERVICE_PORT}"], allow_lookup = ["db.internal"] }
 //!
 //! [[component]]
 //! name = "api"
@@ -554,8 +554,46 @@ fn check_wasm(file: &str, at: &str, base: &Path, wasm: &Path) -> Result<PathBuf>
 }
 
 fn policy(file: &str, at: &str, sockets: &RawSockets) -> Result<Policy> {
-    crate::policy::from_flags(&sockets.allow_egress, &sockets.allow_lookup)
-        .with_context(|| format!("{file}: {at} sockets"))
+    let expand_all = |field: &str, rules: &[String]| -> Result<Vec<String>> {
+        rules
+            .iter()
+            .enumerate()
+            .map(|(i, rule)| expand_env(rule).map_err(|e| anyhow::anyhow!("{file}: {at} sockets.{field}[{i}]: {e}")))
+            .collect()
+    };
+    let egress = expand_all("allow_egress", &sockets.allow_egress)?;
+    let lookup = expand_all("allow_lookup", &sockets.allow_lookup)?;
+    crate::policy::from_flags(&egress, &lookup).with_context(|| format!("{file}: {at} sockets"))
+}
+
+/// Replaces `${NAME}` with loophost's own value of `NAME`, so a rule can name
+/// an address only known where the host runs (in a pod, the API server is
+/// `${KUBERNETES_SERVICE_HOST}:${KUBERNETES_SERVICE_PORT}`).
+fn expand_env(rule: &str) -> Result<String> {
+    let mut out = String::with_capacity(rule.len());
+    let mut rest = rule;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            bail!("{rule:?} has an unclosed \"${{\"; write ${{NAME}}");
+        };
+        let name = &after[..end];
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            bail!("{rule:?}: \"${{{name}}}\" is not an environment variable name");
+        }
+        match std::env::var(name) {
+            // An IPv6 address becomes a bracketed host so a port can follow.
+            Ok(value) if value.contains(':') && !value.starts_with('[') && after[end + 1..].starts_with(':') => {
+                out.push_str(&format!("[{value}]"))
+            }
+            Ok(value) => out.push_str(&value),
+            Err(_) => bail!("{rule:?}: {name} is not set in loophost's environment; set it, or write the address"),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 fn mounts(file: &str, at: &str, base: &Path, raw: &[RawMount]) -> Result<Vec<Mount>> {
