@@ -35,6 +35,8 @@ missing_packages() {
         read -r cmd pkg <<<"$line"
         command -v "$cmd" >/dev/null 2>&1 || echo "$pkg"
     done
+    # The Kubernetes emulator's second real client (Debian's Python, not pyenv's).
+    /usr/bin/python3 -c 'import kubernetes' >/dev/null 2>&1 || echo python3-kubernetes
 }
 
 # How packages would be installed here, or nothing when they cannot be.
