@@ -78,7 +78,7 @@ pub fn log_api_error(what: &str, error: &kube::Error) {
             status.message
         ),
         kube::Error::Api(status) if status.code == 403 => tracing::error!(
-            "the API server refused access (403): {}; grant the service account the RBAC rules in the example's README ({what})",
+            "the API server refused access (403): {}; the service account needs get/list/watch/patch on greetings, patch on greetings/status and get/list/watch/create/update/delete on configmaps (deploy/rbac.yaml) ({what})",
             status.message
         ),
         kube::Error::Api(status)

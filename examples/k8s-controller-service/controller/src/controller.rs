@@ -62,6 +62,18 @@ pub async fn run(ctx: Arc<Ctx>, namespace: String, reports: Reports, mut keys: U
 
     loop {
         let now = Instant::now();
+        // Until the first list of Greetings, a missing Greeting proves
+        // nothing: hold the queue (the watches are filling it).
+        if !ctx.greeting_store.synced() {
+            tokio::select! {
+                key = keys.recv() => match key {
+                    Some(key) => { due.insert(key, now); }
+                    None => return,
+                },
+                () = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+            continue;
+        }
         let mut ready: Vec<String> = due
             .iter()
             .filter(|(_, at)| **at <= now)
@@ -183,16 +195,13 @@ async fn reconcile_one(ctx: Arc<Ctx>, object: String, key: String) -> Result<rec
         };
         tracing::Span::current().record("result", outcome);
         match &result {
+            // The span carries object and result.
             Ok(done) => tracing::info!(
-                object = %object,
-                result = outcome,
                 duration_ms = format_args!("{duration_ms:.1}"),
                 copies = done.copies,
                 "reconciled"
             ),
             Err(failure) => tracing::warn!(
-                object = %object,
-                result = outcome,
                 duration_ms = format_args!("{duration_ms:.1}"),
                 error = %failure.message,
                 "reconcile failed"

@@ -7,7 +7,7 @@
 //! `KUBERNETES_SERVICE_PORT`, and `token`, `ca.crt`, `namespace` in
 //! /var/run/secrets/kubernetes.io/serviceaccount (elsewhere with
 //! `GREETER_SERVICEACCOUNT_DIR`). `GREETER_LISTEN` moves the HTTP endpoint;
-//! `RUST_LOG` filters the log (default `info`).
+//! `RUST_LOG` filters the log (default `info,kube_client=error`).
 
 mod backoff;
 mod config;
@@ -39,7 +39,7 @@ Runs the Greeting controller in-cluster style:
   token, ca.crt, namespace in /var/run/secrets/kubernetes.io/serviceaccount
       (GREETER_SERVICEACCOUNT_DIR=DIR reads them from DIR instead)
   GREETER_LISTEN   the HTTP endpoint (default 127.0.0.1:9090)
-  RUST_LOG         log filter (default info)
+  RUST_LOG         log filter (default info,kube_client=error)
 
   --print-crd      print the CustomResourceDefinition (JSON) and exit";
 
@@ -58,12 +58,18 @@ fn main() -> ExitCode {
         }
     }
 
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    // kube's own warnings are about watch streams ending, which the watch
+    // loop handles (and logs at debug).
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube_client=error"));
+    let log = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_ansi(std::io::stderr().is_terminal());
+    // loophost stamps every line a guest writes; a second clock is noise.
+    #[cfg(target_os = "wasi")]
+    log.without_time().init();
+    #[cfg(not(target_os = "wasi"))]
+    log.init();
 
     let config = match Config::from_env() {
         Ok(config) => config,

@@ -118,7 +118,9 @@ pub async fn reconcile(ctx: &Ctx, name: &str) -> Result<Done, Failure> {
         finalize(ctx, &greeting).await?;
         return Ok(Done { copies: None });
     }
-    let greeting = ensure_finalizer(ctx, greeting).await?;
+    let Some(greeting) = ensure_finalizer(ctx, greeting).await? else {
+        return Ok(Done { copies: None });
+    };
 
     let copies = greeting.spec.copies;
     // The CRD's schema bounds copies, but an API server without
@@ -225,15 +227,20 @@ async fn finalize(ctx: &Ctx, greeting: &Greeting) -> Result<(), Failure> {
         { "op": "test", "path": "/metadata/finalizers", "value": finalizers },
         { "op": "replace", "path": "/metadata/finalizers", "value": remaining },
     ]);
-    patch_greeting(ctx, name, patch, "remove the finalizer").await?;
-    tracing::info!(greeting = name, "cleaned up; finalizer removed");
+    if patch_greeting(ctx, name, patch, "remove the finalizer")
+        .await?
+        .is_some()
+    {
+        tracing::info!(greeting = name, "cleaned up; finalizer removed");
+    }
     Ok(())
 }
 
-async fn ensure_finalizer(ctx: &Ctx, greeting: Arc<Greeting>) -> Result<Arc<Greeting>, Failure> {
+/// `None`: the Greeting is gone.
+async fn ensure_finalizer(ctx: &Ctx, greeting: Arc<Greeting>) -> Result<Option<Arc<Greeting>>, Failure> {
     let name = greeting.metadata.name.as_deref().unwrap_or_default();
     let patch = match &greeting.metadata.finalizers {
-        Some(list) if list.iter().any(|f| f == FINALIZER) => return Ok(greeting),
+        Some(list) if list.iter().any(|f| f == FINALIZER) => return Ok(Some(greeting)),
         Some(list) => json!([
             { "op": "test", "path": "/metadata/finalizers", "value": list },
             { "op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER },
@@ -244,12 +251,18 @@ async fn ensure_finalizer(ctx: &Ctx, greeting: Arc<Greeting>) -> Result<Arc<Gree
             { "op": "add", "path": "/metadata/finalizers", "value": [FINALIZER] },
         ]),
     };
-    patch_greeting(ctx, name, patch, "add the finalizer")
-        .await
-        .map(Arc::new)
+    Ok(patch_greeting(ctx, name, patch, "add the finalizer")
+        .await?
+        .map(Arc::new))
 }
 
-async fn patch_greeting(ctx: &Ctx, name: &str, patch: serde_json::Value, action: &str) -> Result<Greeting, Failure> {
+/// `None`: the Greeting is gone (our cache was behind its deletion).
+async fn patch_greeting(
+    ctx: &Ctx,
+    name: &str,
+    patch: serde_json::Value,
+    action: &str,
+) -> Result<Option<Greeting>, Failure> {
     let patch: json_patch::Patch = serde_json::from_value(patch)
         .map_err(|e| Failure::refused("InternalError", format!("{action}: building the patch: {e}")))?;
     match ctx
@@ -257,7 +270,8 @@ async fn patch_greeting(ctx: &Ctx, name: &str, patch: serde_json::Value, action:
         .patch(name, &PatchParams::default(), &Patch::Json::<()>(patch))
         .await
     {
-        Ok(updated) => Ok(updated),
+        Ok(updated) => Ok(Some(updated)),
+        Err(e) if is_code(&e, 404) => Ok(None),
         // A failed `test`: someone changed the object since our cache saw
         // it. The watch brings the new version; try again then.
         Err(e) if is_code(&e, 422) || is_code(&e, 409) => Err(Failure {

@@ -323,7 +323,10 @@ impl tower::Service<Request<kube::client::Body>> for ApiService {
                 StatusCode::UNAUTHORIZED => shared.token.mark_stale(),
                 StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
                     if let Some(wait) = retry_after(response.headers().get(RETRY_AFTER)) {
-                        tracing::warn!(seconds = wait.as_secs(), "the API server asked to retry later");
+                        tracing::info!(
+                            seconds = wait.as_secs(),
+                            "the API server asked to retry later (Retry-After)"
+                        );
                         let mut not_before = lock(&shared.not_before);
                         let at = Instant::now() + wait;
                         if not_before.is_none_or(|old| old < at) {

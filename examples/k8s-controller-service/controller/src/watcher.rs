@@ -227,7 +227,15 @@ fn advance<K: Resource>(version: &mut String, object: &K) {
 }
 
 async fn pause(backoff: &mut Backoff, error: Option<&kube::Error>) {
-    let delay = backoff.next_delay();
+    let mut delay = backoff.next_delay();
+    // A refused token, a missing role or CRD is not fixed in milliseconds;
+    // don't flood the log (or the server) while someone fixes it.
+    if error
+        .and_then(backoff::api_code)
+        .is_some_and(|code| matches!(code, 401 | 403 | 404))
+    {
+        delay = delay.max(Duration::from_secs(1));
+    }
     let delay = error
         .and_then(backoff::server_retry_after)
         .map_or(delay, |server| server.max(delay));
