@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the wasm32-wasip2 guests: tests/guests/ (used by the integration
-# tests) and services/ (example services and the demo client), in release
+# tests), services/ (example services and the demo client) and the
+# Kubernetes controller example (examples/k8s-controller-service), in release
 # mode. The target and rustflags come from each workspace's .cargo/config.toml,
 # so cargo runs from inside each workspace. Both share one target directory:
 # $CARGO_TARGET_DIR, or ~/.cache/loophost/target when unset. Extra arguments
@@ -18,5 +19,8 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/loophost/target}
 for workspace in tests/guests services; do
     (cd "$root/$workspace" && cargo build --release "$@")
 done
+# The Kubernetes controller example (wasm32-wasip2 and native); its script
+# prints its output directory, the same one.
+"$root/examples/k8s-controller-service/build.sh" >/dev/null
 
 echo "$CARGO_TARGET_DIR/wasm32-wasip2/release"

@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod instantiate;
+pub mod k8s;
 pub mod otlp;
 pub mod reference;
 

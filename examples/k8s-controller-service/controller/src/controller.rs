@@ -176,7 +176,8 @@ fn now_rfc3339() -> String {
 }
 
 async fn reconcile_one(ctx: Arc<Ctx>, object: String, key: String) -> Result<reconcile::Done, Failure> {
-    let span = tracing::info_span!("reconcile", object = %object, result = tracing::field::Empty);
+    let span = tracing::info_span!("reconcile", object = %object, result = tracing::field::Empty,
+        "otel.status_code" = tracing::field::Empty, "otel.status_message" = tracing::field::Empty);
     async move {
         let started = Instant::now();
         let result = match tokio::time::timeout(RECONCILE_TIMEOUT, reconcile::reconcile(&ctx, &key)).await {
@@ -193,7 +194,12 @@ async fn reconcile_one(ctx: Arc<Ctx>, object: String, key: String) -> Result<rec
             Ok(_) => "ok",
             Err(_) => "error",
         };
-        tracing::Span::current().record("result", outcome);
+        let span = tracing::Span::current();
+        span.record("result", outcome);
+        if let Err(failure) = &result {
+            span.record("otel.status_code", "ERROR");
+            span.record("otel.status_message", failure.message.as_str());
+        }
         match &result {
             // The span carries object and result.
             Ok(done) => tracing::info!(

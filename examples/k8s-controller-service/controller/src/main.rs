@@ -12,9 +12,12 @@
 mod backoff;
 mod config;
 mod controller;
+mod faults;
 mod greeting;
 mod reconcile;
 mod server;
+#[cfg(target_os = "wasi")]
+mod telemetry;
 mod transport;
 mod watcher;
 
@@ -58,18 +61,7 @@ fn main() -> ExitCode {
         }
     }
 
-    // kube's own warnings are about watch streams ending, which the watch
-    // loop handles (and logs at debug).
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube_client=error"));
-    let log = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    // loophost stamps every line a guest writes; a second clock is noise.
-    #[cfg(target_os = "wasi")]
-    log.without_time().init();
-    #[cfg(not(target_os = "wasi"))]
-    log.init();
+    init_logging();
 
     let config = match Config::from_env() {
         Ok(config) => config,
@@ -89,6 +81,28 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(run(config))
+}
+
+/// The log on stderr (`RUST_LOG`, default info); under loophost also the
+/// spans, which the host exports (see `telemetry`).
+fn init_logging() {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
+    // kube's own warnings are about watch streams ending, which the watch
+    // loop handles (and logs at debug).
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube_client=error"));
+    let log = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    // loophost stamps every line a guest writes; a second clock is noise.
+    #[cfg(target_os = "wasi")]
+    let log = log.without_time();
+    let registry = tracing_subscriber::registry().with(log.with_filter(filter));
+    #[cfg(target_os = "wasi")]
+    let registry = registry.with(telemetry::HostSpans.with_filter(tracing_subscriber::filter::LevelFilter::INFO));
+    registry.init();
 }
 
 fn print_crd() -> ExitCode {

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use http::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER, USER_AGENT};
 use http::uri::Scheme;
-use http::{Request, Response, StatusCode, Uri};
+use http::{Method, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::{Connected, Connection};
@@ -35,6 +35,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tower::BoxError;
+use tracing::Instrument as _;
 
 use crate::config::Config;
 
@@ -126,7 +127,10 @@ impl tower::Service<Uri> for Connector {
         let tls = self.tls.clone();
         Box::pin(async move {
             let tcp = connect_tcp(&endpoint.host, endpoint.port).await?;
+            let handshake = tracing::info_span!("tls handshake", "server.address" = %endpoint.host,
+                "server.port" = endpoint.port);
             let stream = tokio::time::timeout(TLS_TIMEOUT, tls.connect(endpoint.server_name.clone(), tcp))
+                .instrument(handshake)
                 .await
                 .map_err(|_| {
                     io::Error::new(
@@ -299,45 +303,55 @@ impl tower::Service<Request<kube::client::Body>> for ApiService {
     fn call(&mut self, request: Request<kube::client::Body>) -> Self::Future {
         let http = self.http.clone();
         let shared = self.shared.clone();
-        Box::pin(async move {
-            let not_before = *lock(&shared.not_before);
-            if let Some(at) = not_before {
-                tokio::time::sleep_until(at).await;
-            }
-            let (mut parts, body) = request.into_parts();
-            let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-            parts.uri = Uri::builder()
-                .scheme(Scheme::HTTPS)
-                .authority(shared.authority.as_str())
-                .path_and_query(path)
-                .build()?;
-            parts.headers.insert(AUTHORIZATION, shared.token.header()?);
-            parts.headers.insert(
-                USER_AGENT,
-                HeaderValue::from_static(concat!("greeter-controller/", env!("CARGO_PKG_VERSION"))),
-            );
-            let response = tokio::time::timeout(HEAD_TIMEOUT, http.request(Request::from_parts(parts, body)))
-                .await
-                .map_err(|_| format!("the API server did not answer within {} s", HEAD_TIMEOUT.as_secs()))??;
-            match response.status() {
-                StatusCode::UNAUTHORIZED => shared.token.mark_stale(),
-                StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
-                    if let Some(wait) = retry_after(response.headers().get(RETRY_AFTER)) {
-                        tracing::info!(
-                            seconds = wait.as_secs(),
-                            "the API server asked to retry later (Retry-After)"
-                        );
-                        let mut not_before = lock(&shared.not_before);
-                        let at = Instant::now() + wait;
-                        if not_before.is_none_or(|old| old < at) {
-                            *not_before = Some(at);
+        let span = tracing::info_span!("api request", "http.request.method" = %request.method(),
+            "url.path" = request.uri().path(), "http.response.status_code" = tracing::field::Empty);
+        let write = !matches!(*request.method(), Method::GET | Method::HEAD);
+        Box::pin(
+            async move {
+                let not_before = *lock(&shared.not_before);
+                if let Some(at) = not_before {
+                    tokio::time::sleep_until(at).await;
+                }
+                let (mut parts, body) = request.into_parts();
+                let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+                parts.uri = Uri::builder()
+                    .scheme(Scheme::HTTPS)
+                    .authority(shared.authority.as_str())
+                    .path_and_query(path)
+                    .build()?;
+                parts.headers.insert(AUTHORIZATION, shared.token.header()?);
+                parts.headers.insert(
+                    USER_AGENT,
+                    HeaderValue::from_static(concat!("greeter-controller/", env!("CARGO_PKG_VERSION"))),
+                );
+                let response = tokio::time::timeout(HEAD_TIMEOUT, http.request(Request::from_parts(parts, body)))
+                    .await
+                    .map_err(|_| format!("the API server did not answer within {} s", HEAD_TIMEOUT.as_secs()))??;
+                tracing::Span::current().record("http.response.status_code", response.status().as_u16());
+                if write && response.status().is_success() {
+                    crate::faults::wrote();
+                }
+                match response.status() {
+                    StatusCode::UNAUTHORIZED => shared.token.mark_stale(),
+                    StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+                        if let Some(wait) = retry_after(response.headers().get(RETRY_AFTER)) {
+                            tracing::info!(
+                                seconds = wait.as_secs(),
+                                "the API server asked to retry later (Retry-After)"
+                            );
+                            let mut not_before = lock(&shared.not_before);
+                            let at = Instant::now() + wait;
+                            if not_before.is_none_or(|old| old < at) {
+                                *not_before = Some(at);
+                            }
                         }
                     }
+                    _ => {}
                 }
-                _ => {}
+                Ok(response)
             }
-            Ok(response)
-        })
+            .instrument(span),
+        )
     }
 }
 
