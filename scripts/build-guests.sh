@@ -16,6 +16,15 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/loophost/target}
 
+# Run from a test (which `cargo test` started), the environment carries
+# cargo's per-package variables; build scripts that watch them (ring's does,
+# through cc) would then rebuild on every switch between a shell and a test.
+for var in $(compgen -e); do
+    case $var in
+    CARGO_PKG_* | CARGO_MANIFEST_* | CARGO_CRATE_NAME | CARGO_BIN_NAME | CARGO_PRIMARY_PACKAGE | CARGO_TARGET_TMPDIR | OUT_DIR) unset "$var" ;;
+    esac
+done
+
 for workspace in tests/guests services; do
     (cd "$root/$workspace" && cargo build --release "$@")
 done
