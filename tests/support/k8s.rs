@@ -310,11 +310,12 @@ fn workload_manifest(dir: &Path, options: &Options) -> PathBuf {
         if in_controller && options.no_egress && line.starts_with("sockets") {
             continue;
         }
-        if in_controller && line.starts_with("backoff_initial_ms") {
-            if let Some(ms) = options.backoff_initial_ms {
-                out.push_str(&format!("backoff_initial_ms = {ms}\n"));
-                continue;
-            }
+        if in_controller
+            && line.starts_with("backoff_initial_ms")
+            && let Some(ms) = options.backoff_initial_ms
+        {
+            out.push_str(&format!("backoff_initial_ms = {ms}\n"));
+            continue;
         }
         if in_controller && line.starts_with("env = {") && !options.controller_env.is_empty() {
             let extra: Vec<String> = options
