@@ -13,12 +13,15 @@
 # restart       service restart after a trap; cold vs warm `loophost up`
 # instructions  callgrind counts of one round trip and one instantiation
 # otel_overhead the cost of OpenTelemetry export on the request path
+# k8s_controller the Greeting controller example, native vs wasm under
+#               `loophost up`: 500 Greetings at once until converged
 #
-# LOOPHOST_BENCH_ROUNDS sets the number of alternating rounds (default 5).
+# LOOPHOST_BENCH_ROUNDS sets the number of alternating rounds (default 5;
+# k8s_controller: 3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/loophost/target}
-all="loopback idle http restart instructions otel_overhead"
+all="loopback idle http restart instructions otel_overhead k8s_controller"
 benches=${*:-$all}
 
 # The load generator and the instruction counter are Debian packages.
