@@ -3,8 +3,8 @@
 //! emulator (tests/k8s-emulator, in this process).
 //!
 //! Each round starts a fresh emulator with the Greeting CRD and one
-//! controller: (a) the native `greeter-controller` binary (built by the
-//! example's build.sh, which scripts/build-guests.sh runs), configured as in
+//! controller: (a) the native `greeter-controller` binary (built here
+//! by the example's `build.sh --native`), configured as in
 //! a pod through its environment; (b) the wasm controller as a service of
 //! the example's own workload.toml (`Cluster::start`). Once the controller
 //! has listed and reconciled one warm-up Greeting, 500 Greetings (1 copy
@@ -29,7 +29,7 @@
 use k8s_emulator::{Emulator, EmulatorConfig};
 use loophost_tests::bench::{Row, Samples, print_table, rounds};
 use loophost_tests::k8s::{Cluster, NAMESPACE, Options, example_dir, greetings, kubectl, want};
-use loophost_tests::{Loophost, free_port, guest, http_request, target_dir, temp_dir};
+use loophost_tests::{Loophost, free_port, guest, http_request, repo_root, target_dir, temp_dir};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -41,8 +41,14 @@ const TICKS_PER_S: f64 = 100.0;
 
 /// The native build of the controller, from the same source as the guest.
 fn native_bin() -> std::path::PathBuf {
-    // Building the guests builds the native binary too (build.sh).
     guest("greeter-controller");
+    let built = std::process::Command::new(repo_root().join("examples/k8s-controller-service/build.sh"))
+        .arg("--native")
+        .env("CARGO_TARGET_DIR", target_dir())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run examples/k8s-controller-service/build.sh --native");
+    assert!(built.success(), "building the native controller failed");
     let bin = target_dir().join("release/greeter-controller");
     assert!(
         bin.exists(),
