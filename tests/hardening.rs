@@ -244,6 +244,48 @@ fn udp_send_beyond_what_check_send_permitted_traps() {
 }
 
 #[test]
+fn udp_never_reaches_a_real_peer_even_one_egress_allows() {
+    // GHSA-hmmr-87qq-258j: the peer of a connected UDP socket must be
+    // allowed both ways; virtual UDP has no real path at all. The peer is
+    // real: the machine's own address (denied by default) or the real
+    // loopback (reached only through an explicit rule).
+    let peer = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind a real UDP peer");
+    peer.set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    let port = peer.local_addr().expect("addr").port();
+    let machine = format!("{}:{port}", machine_address());
+    let real_loopback = format!("127.0.0.1:{port}");
+    for (target, rule) in [
+        (&machine, None),
+        (&machine, Some(&machine)),
+        (&real_loopback, Some(&real_loopback)),
+    ] {
+        let env = format!("REAL_PEER={target}");
+        let mut extra = vec!["--env", env.as_str()];
+        if let Some(rule) = rule {
+            extra.extend(["--allow-egress", rule.as_str()]);
+        }
+        let (code, out, err) = conformance("host-udp-real-peer-denied", &extra, &[]);
+        assert_eq!(code, 0, "{target} (rule {rule:?}): {out}\n{err}");
+        assert!(out.contains("PASS host-udp-real-peer-denied"), "{target}: {out}");
+        let mut buf = [0u8; 16];
+        assert!(
+            peer.recv_from(&mut buf).is_err(),
+            "{target}: a datagram reached the real peer"
+        );
+    }
+}
+
+/// A non-loopback address of this machine (no packet is sent to find it).
+fn machine_address() -> std::net::IpAddr {
+    let probe = std::net::UdpSocket::bind("0.0.0.0:0").and_then(|s| s.connect("192.0.2.1:9").map(|_| s));
+    match probe.and_then(|s| s.local_addr()) {
+        Ok(addr) if !addr.ip().is_unspecified() && !addr.ip().is_loopback() => addr.ip(),
+        _ => "192.0.2.1".parse().expect("literal"),
+    }
+}
+
+#[test]
 fn buffer_sizes_set_before_a_real_connect_are_applied() {
     let peer = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = peer.local_addr().expect("addr");

@@ -22,6 +22,7 @@ pub const CASES: &[(&str, CaseFn)] = &[
     ("host-udp-flood", udp_flood),
     ("host-connect-ports", connect_ports),
     ("host-connect-error-keeps-bind", connect_error_keeps_bind),
+    ("host-udp-real-peer-denied", udp_real_peer_denied),
 ];
 
 fn real_peer() -> R<wasip2::sockets::network::IpSocketAddress> {
@@ -241,6 +242,40 @@ fn connect_error_keeps_bind(cx: &mut Cx) -> R<()> {
     drop(hogs);
     cx.check(tcp_connect(&s, &net, peer).is_ok(), || {
         "the socket could not connect once descriptors were free".to_string()
+    });
+    Ok(())
+}
+
+/// GHSA-hmmr-87qq-258j: upstream's UDP `connect` checked "send OR receive
+/// allowed" where it needed both. Here a UDP socket never reaches the real
+/// network, whatever the egress rules say (they are TCP rules): fixing the
+/// peer to `REAL_PEER` with `stream(some)` is refused, and so is a datagram
+/// addressed to it through an unconnected stream; the socket stays usable.
+fn udp_real_peer_denied(cx: &mut Cx) -> R<()> {
+    let peer = real_peer()?;
+    let net = net();
+    let s = udp(IpAddressFamily::Ipv4)?;
+    must("bind", udp_bind(&s, &net, sa(loopback(IpAddressFamily::Ipv4), 0)))?;
+    match s.stream(Some(peer)) {
+        Err(wasip2::sockets::network::ErrorCode::AccessDenied) => {}
+        Ok(_) => cx.fail(format!("stream({}) to a real peer: allowed", show_addr(&peer))),
+        Err(e) => cx.fail(format!(
+            "stream({}): expected access-denied, got {e:?}",
+            show_addr(&peer)
+        )),
+    }
+    let (_incoming, outgoing) = must("stream(none) after the refusal", s.stream(None))?;
+    let permit = must("check-send", outgoing.check_send())?;
+    cx.check(permit > 0, || "check-send permits nothing".to_string());
+    let sent = outgoing.send(&[OutgoingDatagram {
+        data: b"x".to_vec(),
+        remote_address: Some(peer),
+    }]);
+    cx.check(sent == Err(wasip2::sockets::network::ErrorCode::AccessDenied), || {
+        format!(
+            "a datagram to {}: expected access-denied, got {sent:?}",
+            show_addr(&peer)
+        )
     });
     Ok(())
 }
