@@ -322,8 +322,10 @@ impl TcpSocket {
         }
     }
 
-    pub(crate) fn remote_address(&self) -> SocketResult<SocketAddr> {
-        match &self.state {
+    // `&mut self`: from wasmtime 50 upstream's socket caches its peer on the
+    // first ask (so the address survives a reset), which needs `&mut`.
+    pub(crate) fn remote_address(&mut self) -> SocketResult<SocketAddr> {
+        match &mut self.state {
             State::Connected(Connected::Virtual(conn)) => Ok(conn.remote),
             State::Connected(Connected::Real(socket)) => Ok(socket.inner.remote_address().map_err(from_upstream)?),
             _ => Err(ErrorCode::InvalidState.into()),

@@ -82,7 +82,7 @@ impl tcp::HostTcpSocket for SocketsCtxView<'_> {
     }
 
     fn remote_address(&mut self, this: Resource<TcpSocket>) -> SocketResult<IpSocketAddress> {
-        Ok(self.table.get(&this)?.remote_address()?.into())
+        Ok(self.table.get_mut(&this)?.remote_address()?.into())
     }
 
     fn is_listening(&mut self, this: Resource<TcpSocket>) -> wasmtime::Result<bool> {
