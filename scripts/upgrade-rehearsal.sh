@@ -72,11 +72,11 @@ mkdir -p "$base" "$logs"
 # 1. What VERSION needs, from the crates.io index: its checksum and its
 #    rust-version; then the toolchain that satisfies it.
 index_entry() {
-    curl -sSfL --retry 3 "https://index.crates.io/wa/sm/wasmtime-wasi" | grep "\"vers\":\"$version\""
+    curl -sSfL --retry 3 "https://index.crates.io/wa/sm/wasmtime-wasi" | grep -E "\"vers\": ?\"$version\""
 }
 entry=$(index_entry) || { echo "rehearsal: wasmtime-wasi $version is not on crates.io (or the index is unreachable)" >&2; exit 1; }
-sha256=$(sed -n 's/.*"cksum":"\([0-9a-f]*\)".*/\1/p' <<<"$entry")
-needs=$(sed -n 's/.*"rust_version":"\([0-9.]*\)".*/\1/p' <<<"$entry")
+sha256=$(sed -n -E 's/.*"cksum": ?"([0-9a-f]+)".*/\1/p' <<<"$entry")
+needs=$(sed -n -E 's/.*"rust_version": ?"([0-9.]+)".*/\1/p' <<<"$entry")
 version_ge() { [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n1)" = "$2" ]; }
 rustc_of() { rustc "$@" --version 2>/dev/null | awk '{print $2}' | sed 's/-.*//'; }
 stable=$(rustc_of)
