@@ -127,7 +127,7 @@ try_series() {
     done < <(grep -v '^\s*\(#\|$\)' "$dir/series")
     rm -rf "$tree"
 }
-try_series patches "current"
+try_series "$scratch/patches" "current"
 next=$root/patches/next/$version
 if [ -d "$next" ]; then
     try_series "$next" "next/$version"
