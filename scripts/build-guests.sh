@@ -19,9 +19,12 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/loophost/target}
 # Run from a test (which `cargo test` started), the environment carries
 # cargo's per-package variables; build scripts that watch them (ring's does,
 # through cc) would then rebuild on every switch between a shell and a test.
+# It also names the toolchain the host was built with (`cargo +nightly test`
+# in an upgrade rehearsal): the guests are built with the machine's default
+# toolchain, which has the wasm32-wasip2 target.
 for var in $(compgen -e); do
     case $var in
-    CARGO_PKG_* | CARGO_MANIFEST_* | CARGO_CRATE_NAME | CARGO_BIN_NAME | CARGO_PRIMARY_PACKAGE | CARGO_TARGET_TMPDIR | OUT_DIR) unset "$var" ;;
+    CARGO_PKG_* | CARGO_MANIFEST_* | CARGO_CRATE_NAME | CARGO_BIN_NAME | CARGO_PRIMARY_PACKAGE | CARGO_TARGET_TMPDIR | OUT_DIR | RUSTUP_TOOLCHAIN) unset "$var" ;;
     esac
 done
 
