@@ -14,6 +14,9 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 mode=${1:-install}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/loophost/target}
+# What the machine's default toolchain has, even when called from a test run
+# with another one (`cargo +nightly test` in an upgrade rehearsal).
+unset RUSTUP_TOOLCHAIN
 
 die() { echo "setup: $*" >&2; exit 1; }
 say() { echo "setup: $*" >&2; }
