@@ -113,22 +113,26 @@ fetch_crate() {
 }
 step fetch-and-checksum fetch_crate || { print_report; exit 1; }
 try_series() {
-    local dir=$1 label=$2 tree p
+    local dir=$1 label=$2 tree p lines total=0
     tree=$(mktemp -d)
     tar -xzf "$crate_file" -C "$tree" --strip-components=1
     while read -r p; do
+        # Changed lines of the diff itself (header bullets start with `*`).
+        lines=$(grep -E '^[+-]' "$dir/$p" | grep -cvE '^(\+\+\+|---) ' || true)
+        total=$((total + lines))
         if (cd "$tree" && patch -p1 --forward --fuzz=0 --no-backup-if-mismatch -s <"$dir/$p" >/dev/null 2>&1); then
-            report+=("ok    $label patch $p applies")
+            report+=("ok    $label patch $p applies ($lines changed lines)")
         else
             local rejects
             rejects=$(cd "$tree" && patch -p1 --forward --fuzz=0 --dry-run <"$dir/$p" 2>&1 | grep -c FAILED)
             report+=("FAIL  $label patch $p needs rework ($rejects hunk(s) rejected)")
         fi
     done < <(grep -v '^\s*\(#\|$\)' "$dir/series")
+    report+=("      $label series: $total changed lines (keep it under 300)")
     rm -rf "$tree"
 }
 try_series "$scratch/patches" "current"
-next=$root/patches/next/$version
+next=$scratch/patches/next/$version
 if [ -d "$next" ]; then
     try_series "$next" "next/$version"
     use_next() {

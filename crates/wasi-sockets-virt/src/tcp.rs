@@ -317,7 +317,9 @@ impl TcpSocket {
         match &mut self.state {
             State::Bound(binding) | State::Listening { binding, .. } => Ok(binding.addr()),
             State::Connected(Connected::Virtual(conn)) => Ok(conn.local),
-            State::Connected(Connected::Real(socket)) => Ok(socket.inner.local_address().map_err(from_upstream)?),
+            State::Connected(Connected::Real(socket)) => {
+                Ok(socket.core_mut().local_address().map_err(from_upstream)?)
+            }
             _ => Err(ErrorCode::InvalidState.into()),
         }
     }
@@ -327,7 +329,9 @@ impl TcpSocket {
     pub(crate) fn remote_address(&mut self) -> SocketResult<SocketAddr> {
         match &mut self.state {
             State::Connected(Connected::Virtual(conn)) => Ok(conn.remote),
-            State::Connected(Connected::Real(socket)) => Ok(socket.inner.remote_address().map_err(from_upstream)?),
+            State::Connected(Connected::Real(socket)) => {
+                Ok(socket.core_mut().remote_address().map_err(from_upstream)?)
+            }
             _ => Err(ErrorCode::InvalidState.into()),
         }
     }
@@ -360,14 +364,14 @@ impl TcpSocket {
     /// accessors go there.
     fn real(&self) -> Option<&wasmtime_wasi::sockets::TcpSocket> {
         match &self.state {
-            State::Connected(Connected::Real(socket)) => Some(&socket.inner),
+            State::Connected(Connected::Real(socket)) => Some(socket.core()),
             _ => None,
         }
     }
 
     fn real_mut(&mut self) -> Option<&mut wasmtime_wasi::sockets::TcpSocket> {
         match &mut self.state {
-            State::Connected(Connected::Real(socket)) => Some(&mut socket.inner),
+            State::Connected(Connected::Real(socket)) => Some(socket.core_mut()),
             _ => None,
         }
     }
