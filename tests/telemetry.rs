@@ -333,13 +333,11 @@ fn console_and_export_levels_are_independent() {
     );
 }
 
-/// Runs two clients against `trace-relay` and returns the received spans.
-fn relay_spans(explicit: bool) -> Vec<Span> {
+/// Runs two clients against `trace-relay` (with `flags`) and returns the
+/// received spans.
+fn relay_spans(flags: &str) -> Vec<Span> {
     let receiver = OtlpReceiver::start_grpc();
-    let mut relay = format!("'{}' 127.0.0.1:7200 127.0.0.1:7300", p("trace-relay"));
-    if explicit {
-        relay.push_str(" --explicit");
-    }
+    let relay = format!("'{}' 127.0.0.1:7200 127.0.0.1:7300 {flags}", p("trace-relay"));
     let client = p("tcp-client");
     let args: Vec<String> = vec![
         "run".into(),
@@ -366,7 +364,7 @@ fn relay_spans(explicit: bool) -> Vec<Span> {
 
 #[test]
 fn a_guest_can_name_the_connection_it_works_for() {
-    let spans = relay_spans(true);
+    let spans = relay_spans("--explicit");
     let upstream: Vec<&Span> = spans
         .iter()
         .filter(|s| s.name == "virtual connect" && attr(s, "server.port") == "7300")
@@ -395,25 +393,40 @@ fn a_guest_can_name_the_connection_it_works_for() {
     assert_eq!(traces.len(), 2, "each upstream connect is in its own client's trace");
 }
 
-#[test]
-fn with_two_open_connections_the_host_does_not_guess() {
-    let spans = relay_spans(false);
-    let parents: Vec<&str> = spans
+/// Each upstream connect of the relay hangs directly under the accepted
+/// connection it was made for, each in its own client's trace.
+fn assert_upstream_connects_under_their_client(spans: &[Span]) {
+    let upstream: Vec<&Span> = spans
         .iter()
         .filter(|s| s.name == "virtual connect" && attr(s, "server.port") == "7300")
-        .map(|c| {
-            spans
-                .iter()
-                .find(|s| s.span_id == c.parent_span_id)
-                .map_or("", |p| p.name.as_str())
-        })
         .collect();
-    // The first upstream connect happens while two accepted connections are
-    // open: it stays under the relay's own span. By the second, the first
-    // client is gone, so the one open connection is unambiguous.
-    let mut sorted = parents.clone();
-    sorted.sort();
-    assert_eq!(sorted, ["component run", "virtual connection"], "{parents:?}");
+    assert_eq!(upstream.len(), 2, "{spans:#?}");
+    let mut parents = Vec::new();
+    for connect in upstream {
+        let conn = spans
+            .iter()
+            .find(|s| s.span_id == connect.parent_span_id)
+            .expect("parent of the upstream connect");
+        assert_eq!(conn.name, "virtual connection", "{spans:#?}");
+        assert_eq!(attr(conn, "server.port"), "7200");
+        assert_eq!(connect.trace_id, conn.trace_id);
+        parents.push((conn.span_id.clone(), conn.trace_id.clone()));
+    }
+    assert_ne!(
+        parents[0].0, parents[1].0,
+        "one upstream connect per accepted connection"
+    );
+    assert_ne!(parents[0].1, parents[1].1, "each in its own client's trace");
+}
+
+#[test]
+fn with_two_open_connections_the_one_the_guest_read_is_the_parent() {
+    // Served in accept order; the first upstream connect happens while both
+    // connections are open.
+    assert_upstream_connects_under_their_client(&relay_spans(""));
+    // Served in reverse order, both kept open to the end: "the first open"
+    // or "the last accepted" would put both connects under one connection.
+    assert_upstream_connects_under_their_client(&relay_spans("--hold"));
 }
 
 #[test]

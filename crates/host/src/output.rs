@@ -162,8 +162,8 @@ impl LogOutput {
         self
     }
 
-    /// Lines written while the store serves exactly one connection are
-    /// attributed to that connection's span.
+    /// Lines written while the store serves an accepted connection (see
+    /// `ConnectionContext`) are attributed to that connection's span.
     pub fn with_connection_context(mut self, connection: ConnectionContext) -> Self {
         self.connection = Some(connection);
         self

@@ -273,9 +273,10 @@ impl AbortHandle {
 pub struct ConnectionContext(Arc<trace::StoreTrace>);
 
 impl ConnectionContext {
-    /// The span of the store's only open accepted connection, if exactly one.
+    /// The span of the accepted connection the store is serving: the only
+    /// open one, else the one the guest last read from.
     pub fn current(&self) -> Option<tracing::Span> {
-        self.0.single_accepted()
+        self.0.serving()
     }
 }
 

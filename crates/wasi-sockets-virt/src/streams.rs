@@ -7,6 +7,7 @@
 use crate::bindings::network::ErrorCode;
 use crate::network::{AbortFlag, Connection};
 use crate::pipe::PipeClosed;
+use crate::trace::ReadMark;
 use bytes::Bytes;
 use std::sync::Arc;
 use wasmtime_wasi_io::poll::Pollable;
@@ -20,6 +21,8 @@ pub(crate) struct VirtualInputStream {
     pub(crate) abort: AbortFlag,
     /// A reset is reported once as an error, then the stream is closed.
     reported_reset: bool,
+    /// Set on accepted connections: reads tell the store which one it serves.
+    read_mark: Option<ReadMark>,
 }
 
 pub(crate) struct VirtualOutputStream {
@@ -29,12 +32,17 @@ pub(crate) struct VirtualOutputStream {
     pub(crate) permit: usize,
 }
 
-pub(crate) fn pair(conn: &Arc<Connection>, abort: &AbortFlag) -> (VirtualInputStream, VirtualOutputStream) {
+pub(crate) fn pair(
+    conn: &Arc<Connection>,
+    abort: &AbortFlag,
+    read_mark: Option<ReadMark>,
+) -> (VirtualInputStream, VirtualOutputStream) {
     (
         VirtualInputStream {
             conn: conn.clone(),
             abort: abort.clone(),
             reported_reset: false,
+            read_mark,
         },
         VirtualOutputStream {
             conn: conn.clone(),
@@ -52,7 +60,12 @@ fn reset_error() -> StreamError {
 impl InputStream for VirtualInputStream {
     fn read(&mut self, size: usize) -> StreamResult<Bytes> {
         match self.conn.rx.read(size.min(MAX_READ)) {
-            Ok(bytes) => Ok(bytes),
+            Ok(bytes) => {
+                if let (Some(mark), false) = (&self.read_mark, bytes.is_empty()) {
+                    mark.mark();
+                }
+                Ok(bytes)
+            }
             Err(PipeClosed::Eof) => Err(StreamError::Closed),
             Err(PipeClosed::Reset) if !self.reported_reset => {
                 self.reported_reset = true;

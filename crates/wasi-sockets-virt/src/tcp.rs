@@ -298,8 +298,8 @@ impl TcpSocket {
             "network.peer.port" = conn.remote.port(), "loophost.bytes_in" = tracing::field::Empty,
             "loophost.bytes_out" = tracing::field::Empty, "loophost.close" = tracing::field::Empty);
         tracing::info_span!(parent: &span, "virtual accept", "network.peer.port" = conn.remote.port()).in_scope(|| {});
-        let (input, output) = streams::pair(&conn, &self.abort);
         let guard = self.trace.register(conn.remote, span.clone());
+        let (input, output) = streams::pair(&conn, &self.abort, Some(guard.read_mark()));
         let socket = TcpSocket {
             family: self.family,
             state: State::Connected(Connected::Virtual(conn)),
@@ -541,7 +541,7 @@ impl Connected {
     fn take_streams(&mut self, abort: &AbortFlag) -> SocketResult<(DynInputStream, DynOutputStream)> {
         match self {
             Connected::Virtual(conn) => {
-                let (input, output) = streams::pair(conn, abort);
+                let (input, output) = streams::pair(conn, abort, None);
                 Ok((Box::new(input), Box::new(output)))
             }
             Connected::Real(socket) => Ok(socket.take_streams()?),

@@ -9,10 +9,18 @@
 //!
 //! Which span is "current" for a store's connects:
 //! 1. one the guest set explicitly (see [`SocketsCtx::set_connect_parent`](crate::SocketsCtx::set_connect_parent));
-//! 2. else, when the store has exactly one accepted connection open, that
-//!    connection's span (a service calling another service while serving a
-//!    request) — with several, it would be a guess, so we don't;
+//! 2. else the accepted connection the store is serving: the only one open,
+//!    or, with several open, the one the guest last read bytes from. A
+//!    service that reads a request and then works on it (calls another
+//!    service, logs, opens spans) is attributed exactly, however many
+//!    clients are connected. A guest that reads from one connection and then
+//!    works for another (an async server interleaving requests) must name the
+//!    connection itself (rule 1); the host sees only reads, not intent;
 //! 3. else the span the embedder runs the store in (e.g. the HTTP request).
+//!
+//! wasmtime 50's `TaskGroupHook` does not replace rule 2: it tells which
+//! host→guest call a guest→host call belongs to, and a `wasi:cli/run`
+//! service is one call for its whole life (see UPGRADE.md).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +34,9 @@ pub(crate) struct StoreTrace {
     accepted: Mutex<Vec<(u64, SocketAddr, Span)>>,
     explicit: Mutex<Option<Span>>,
     next_id: AtomicU64,
+    /// Id of the accepted connection the guest last read bytes from (ids
+    /// start at 1; 0 is none). An atomic so the read path takes no lock.
+    last_read: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -38,15 +49,21 @@ impl StoreTrace {
         if let Some(span) = lock(&self.explicit).clone() {
             return span;
         }
-        self.single_accepted().unwrap_or_else(Span::current)
+        self.serving().unwrap_or_else(Span::current)
     }
 
-    /// The span of the store's only open accepted connection, if exactly one.
-    pub(crate) fn single_accepted(&self) -> Option<Span> {
-        match lock(&self.accepted).as_slice() {
-            [(_, _, span)] => Some(span.clone()),
-            _ => None,
+    /// The span of the accepted connection the store is serving: the only
+    /// open one, else the open one the guest last read from.
+    pub(crate) fn serving(&self) -> Option<Span> {
+        let accepted = lock(&self.accepted);
+        if let [(_, _, span)] = accepted.as_slice() {
+            return Some(span.clone());
         }
+        let last = self.last_read.load(Ordering::Relaxed);
+        accepted
+            .iter()
+            .find(|(id, _, _)| *id == last)
+            .map(|(_, _, span)| span.clone())
     }
 
     /// The span of the open accepted connection from `peer`.
@@ -63,7 +80,7 @@ impl StoreTrace {
 
     /// Registers an accepted connection's span until the guard drops.
     pub(crate) fn register(self: &Arc<Self>, peer: SocketAddr, span: Span) -> AcceptedGuard {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         lock(&self.accepted).push((id, peer, span));
         AcceptedGuard {
             trace: self.clone(),
@@ -76,6 +93,28 @@ impl StoreTrace {
 pub(crate) struct AcceptedGuard {
     trace: Arc<StoreTrace>,
     id: u64,
+}
+
+impl AcceptedGuard {
+    /// What the connection's input stream uses to say "the guest read me".
+    pub(crate) fn read_mark(&self) -> ReadMark {
+        ReadMark {
+            trace: self.trace.clone(),
+            id: self.id,
+        }
+    }
+}
+
+/// Held by an accepted connection's input stream.
+pub(crate) struct ReadMark {
+    trace: Arc<StoreTrace>,
+    id: u64,
+}
+
+impl ReadMark {
+    pub(crate) fn mark(&self) {
+        self.trace.last_read.store(self.id, Ordering::Relaxed);
+    }
 }
 
 impl Drop for AcceptedGuard {
