@@ -120,13 +120,16 @@ try_series() {
         # Changed lines of the diff itself (header bullets start with `*`).
         lines=$(grep -E '^[+-]' "$dir/$p" | grep -cvE '^(\+\+\+|---) ' || true)
         total=$((total + lines))
-        if (cd "$tree" && patch -p1 --forward --fuzz=0 --no-backup-if-mismatch -s <"$dir/$p" >/dev/null 2>&1); then
+        # Dry run first: once a patch is half applied, a second look only
+        # sees "previously applied" and counts no rejected hunk.
+        local out
+        if out=$(cd "$tree" && patch -p1 --forward --fuzz=0 --dry-run <"$dir/$p" 2>&1); then
             report+=("ok    $label patch $p applies ($lines changed lines)")
         else
-            local rejects
-            rejects=$(cd "$tree" && patch -p1 --forward --fuzz=0 --dry-run <"$dir/$p" 2>&1 | grep -c FAILED)
-            report+=("FAIL  $label patch $p needs rework ($rejects hunk(s) rejected)")
+            report+=("FAIL  $label patch $p needs rework ($(grep -c FAILED <<<"$out" || true) hunk(s) rejected)")
         fi
+        # Apply what applies, so later patches meet the tree they expect.
+        (cd "$tree" && patch -p1 --forward --fuzz=0 --no-backup-if-mismatch -s -r - <"$dir/$p" >/dev/null 2>&1) || true
     done < <(grep -v '^\s*\(#\|$\)' "$dir/series")
     report+=("      $label series: $total changed lines (keep it under 300)")
     rm -rf "$tree"
