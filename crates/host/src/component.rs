@@ -28,6 +28,11 @@ pub fn engine_with(mut config: Config) -> Result<Engine> {
     // call (a task pushed to and popped from a table per call; a third of
     // the instructions of a virtual round trip).
     config.concurrency_support(false);
+    // `LOOPHOST_PROFILE=perfmap` names guest functions for `perf`
+    // (/tmp/perf-PID.map), as `wasmtime --profile perfmap` does.
+    if std::env::var("LOOPHOST_PROFILE").is_ok_and(|v| v == "perfmap") {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     let engine = Engine::new(&config).map_err(anyhow::Error::from)?;
     let ticker = engine.weak();
     std::thread::Builder::new()

@@ -408,11 +408,16 @@ impl VirtualNetwork {
         tables.next_id += 1;
         tables.bound += 1;
         let id = tables.next_id;
-        tables.ports.entry((proto, v6, port)).or_default().push(Binding {
-            id,
-            ip,
-            role: Role::Reserved,
-        });
+        // Most ports hold one binding: no room for four.
+        tables
+            .ports
+            .entry((proto, v6, port))
+            .or_insert_with(|| Vec::with_capacity(1))
+            .push(Binding {
+                id,
+                ip,
+                role: Role::Reserved,
+            });
         Ok(PortBinding {
             network: self.clone(),
             proto,

@@ -20,6 +20,7 @@ use crate::streams;
 use crate::trace::{AcceptedGuard, StoreTrace};
 use std::future::Future;
 use std::net::{IpAddr, Shutdown, SocketAddr};
+use std::num::{NonZeroU32, NonZeroU64};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
@@ -45,8 +46,9 @@ pub struct TcpSocket {
     options: Options,
     abort: AbortFlag,
     trace: Arc<StoreTrace>,
-    /// An accepted connection: its span, registered with the store.
-    accepted: Option<(tracing::Span, AcceptedGuard)>,
+    /// An accepted connection, registered with the store (which holds its
+    /// span).
+    accepted: Option<AcceptedGuard>,
     /// This socket's place in the store's socket limit.
     slot: crate::SocketSlot,
 }
@@ -75,7 +77,9 @@ enum State {
 
 enum Connected {
     Virtual(Arc<Connection>),
-    Real(wasmtime_wasi::p2::TcpSocket),
+    /// Boxed: most connections are virtual, and upstream's socket is five
+    /// times the size of our `Arc` (it would size every idle socket).
+    Real(Box<wasmtime_wasi::p2::TcpSocket>),
 }
 
 /// Socket options. Virtual sockets only remember them (there is no wire to
@@ -84,13 +88,15 @@ enum Connected {
 struct Options {
     backlog: u32,
     keep_alive: Option<bool>,
-    keep_alive_idle: Option<u64>,
-    keep_alive_interval: Option<u64>,
-    keep_alive_count: Option<u32>,
+    // NonZero: the setters refuse 0, and `Option<NonZero…>` is half the
+    // size of `Option<u64>`; every idle socket carries these.
+    keep_alive_idle: Option<NonZeroU64>,
+    keep_alive_interval: Option<NonZeroU64>,
+    keep_alive_count: Option<NonZeroU32>,
     hop_limit: Option<u8>,
     /// Set by the guest (`None`: the virtual connection buffer's size).
-    receive_buffer: Option<u64>,
-    send_buffer: Option<u64>,
+    receive_buffer: Option<NonZeroU64>,
+    send_buffer: Option<NonZeroU64>,
     /// What the buffer sizes read as before the guest sets them.
     default_buffer: u64,
 }
@@ -216,7 +222,7 @@ impl TcpSocket {
                         span.record("error.type", tracing::field::debug(code));
                         return Err(code);
                     }
-                    Ok(Connected::Real(wasmtime_wasi::p2::TcpSocket::new(core)))
+                    Ok(Connected::Real(Box::new(wasmtime_wasi::p2::TcpSocket::new(core))))
                 })
             }
             Route::Deny(reason) => {
@@ -307,7 +313,7 @@ impl TcpSocket {
             options: self.options.clone(),
             abort: self.abort.clone(),
             trace: self.trace.clone(),
-            accepted: Some((span, guard)),
+            accepted: Some(guard),
             slot,
         };
         Ok((socket, Box::new(input), Box::new(output)))
@@ -405,7 +411,10 @@ impl TcpSocket {
             return Ok(real.keep_alive_idle_time().map_err(from_upstream)?);
         }
         self.check_open()?;
-        Ok(self.options.keep_alive_idle.unwrap_or(DEFAULT_KEEP_ALIVE_IDLE))
+        Ok(self
+            .options
+            .keep_alive_idle
+            .map_or(DEFAULT_KEEP_ALIVE_IDLE, NonZeroU64::get))
     }
 
     pub(crate) fn set_keep_alive_idle_time(&mut self, value: u64) -> SocketResult<()> {
@@ -416,7 +425,7 @@ impl TcpSocket {
             return Ok(real.set_keep_alive_idle_time(value).map_err(from_upstream)?);
         }
         self.check_open()?;
-        self.options.keep_alive_idle = Some(clamp_keep_alive_time(value));
+        self.options.keep_alive_idle = NonZeroU64::new(clamp_keep_alive_time(value));
         Ok(())
     }
 
@@ -425,7 +434,10 @@ impl TcpSocket {
             return Ok(real.keep_alive_interval().map_err(from_upstream)?);
         }
         self.check_open()?;
-        Ok(self.options.keep_alive_interval.unwrap_or(DEFAULT_KEEP_ALIVE_INTERVAL))
+        Ok(self
+            .options
+            .keep_alive_interval
+            .map_or(DEFAULT_KEEP_ALIVE_INTERVAL, NonZeroU64::get))
     }
 
     pub(crate) fn set_keep_alive_interval(&mut self, value: u64) -> SocketResult<()> {
@@ -436,7 +448,7 @@ impl TcpSocket {
             return Ok(real.set_keep_alive_interval(value).map_err(from_upstream)?);
         }
         self.check_open()?;
-        self.options.keep_alive_interval = Some(clamp_keep_alive_time(value));
+        self.options.keep_alive_interval = NonZeroU64::new(clamp_keep_alive_time(value));
         Ok(())
     }
 
@@ -445,7 +457,10 @@ impl TcpSocket {
             return Ok(real.keep_alive_count().map_err(from_upstream)?);
         }
         self.check_open()?;
-        Ok(self.options.keep_alive_count.unwrap_or(DEFAULT_KEEP_ALIVE_COUNT))
+        Ok(self
+            .options
+            .keep_alive_count
+            .map_or(DEFAULT_KEEP_ALIVE_COUNT, NonZeroU32::get))
     }
 
     pub(crate) fn set_keep_alive_count(&mut self, value: u32) -> SocketResult<()> {
@@ -456,7 +471,7 @@ impl TcpSocket {
             return Ok(real.set_keep_alive_count(value).map_err(from_upstream)?);
         }
         self.check_open()?;
-        self.options.keep_alive_count = Some(value.clamp(1, i8::MAX as u32));
+        self.options.keep_alive_count = NonZeroU32::new(value.clamp(1, i8::MAX as u32));
         Ok(())
     }
 
@@ -485,7 +500,10 @@ impl TcpSocket {
             return Ok(real.receive_buffer_size().map_err(from_upstream)?);
         }
         self.check_open()?;
-        Ok(self.options.receive_buffer.unwrap_or(self.options.default_buffer))
+        Ok(self
+            .options
+            .receive_buffer
+            .map_or(self.options.default_buffer, NonZeroU64::get))
     }
 
     pub(crate) fn set_receive_buffer_size(&mut self, value: u64) -> SocketResult<()> {
@@ -496,7 +514,7 @@ impl TcpSocket {
             return Ok(real.set_receive_buffer_size(value).map_err(from_upstream)?);
         }
         self.check_open()?;
-        self.options.receive_buffer = Some(value);
+        self.options.receive_buffer = NonZeroU64::new(value);
         Ok(())
     }
 
@@ -505,7 +523,10 @@ impl TcpSocket {
             return Ok(real.send_buffer_size().map_err(from_upstream)?);
         }
         self.check_open()?;
-        Ok(self.options.send_buffer.unwrap_or(self.options.default_buffer))
+        Ok(self
+            .options
+            .send_buffer
+            .map_or(self.options.default_buffer, NonZeroU64::get))
     }
 
     pub(crate) fn set_send_buffer_size(&mut self, value: u64) -> SocketResult<()> {
@@ -516,7 +537,7 @@ impl TcpSocket {
             return Ok(real.set_send_buffer_size(value).map_err(from_upstream)?);
         }
         self.check_open()?;
-        self.options.send_buffer = Some(value);
+        self.options.send_buffer = NonZeroU64::new(value);
         Ok(())
     }
 
@@ -560,7 +581,7 @@ impl Drop for TcpSocket {
                     conn.close();
                     "closed"
                 };
-                if let Some((span, _)) = &self.accepted {
+                if let Some(span) = self.accepted.as_ref().map(AcceptedGuard::span) {
                     span.record("loophost.bytes_in", conn.rx.written());
                     span.record("loophost.bytes_out", conn.tx.written());
                     span.record("loophost.close", how);
@@ -595,22 +616,22 @@ impl Options {
             let _ = core.set_keep_alive_enabled(v);
         }
         if let Some(v) = self.keep_alive_idle {
-            let _ = core.set_keep_alive_idle_time(v);
+            let _ = core.set_keep_alive_idle_time(v.get());
         }
         if let Some(v) = self.keep_alive_interval {
-            let _ = core.set_keep_alive_interval(v);
+            let _ = core.set_keep_alive_interval(v.get());
         }
         if let Some(v) = self.keep_alive_count {
-            let _ = core.set_keep_alive_count(v);
+            let _ = core.set_keep_alive_count(v.get());
         }
         if let Some(v) = self.hop_limit {
             let _ = core.set_hop_limit(v);
         }
         if let Some(v) = self.receive_buffer {
-            let _ = core.set_receive_buffer_size(v);
+            let _ = core.set_receive_buffer_size(v.get());
         }
         if let Some(v) = self.send_buffer {
-            let _ = core.set_send_buffer_size(v);
+            let _ = core.set_send_buffer_size(v.get());
         }
     }
 }

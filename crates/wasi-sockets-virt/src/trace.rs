@@ -22,6 +22,7 @@
 //! host→guest call a guest→host call belongs to, and a `wasi:cli/run`
 //! service is one call for its whole life (see UPGRADE.md).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -30,8 +31,9 @@ use tracing::Span;
 /// Per-store trace state, shared by the store's sockets.
 #[derive(Default)]
 pub(crate) struct StoreTrace {
-    /// Open accepted connections: id, peer address, span.
-    accepted: Mutex<Vec<(u64, SocketAddr, Span)>>,
+    /// Open accepted connections by id: peer address, span. A map, so
+    /// closing one of 100 000 costs no scan.
+    accepted: Mutex<HashMap<u64, (SocketAddr, Span)>>,
     explicit: Mutex<Option<Span>>,
     next_id: AtomicU64,
     /// Id of the accepted connection the guest last read bytes from (ids
@@ -56,22 +58,19 @@ impl StoreTrace {
     /// open one, else the open one the guest last read from.
     pub(crate) fn serving(&self) -> Option<Span> {
         let accepted = lock(&self.accepted);
-        if let [(_, _, span)] = accepted.as_slice() {
-            return Some(span.clone());
+        if accepted.len() == 1 {
+            return accepted.values().next().map(|(_, span)| span.clone());
         }
         let last = self.last_read.load(Ordering::Relaxed);
-        accepted
-            .iter()
-            .find(|(id, _, _)| *id == last)
-            .map(|(_, _, span)| span.clone())
+        accepted.get(&last).map(|(_, span)| span.clone())
     }
 
     /// The span of the open accepted connection from `peer`.
     pub(crate) fn accepted_from(&self, peer: SocketAddr) -> Option<Span> {
         lock(&self.accepted)
-            .iter()
-            .find(|(_, p, _)| *p == peer)
-            .map(|(_, _, span)| span.clone())
+            .values()
+            .find(|(p, _)| *p == peer)
+            .map(|(_, span)| span.clone())
     }
 
     pub(crate) fn set_explicit(&self, span: Option<Span>) {
@@ -81,7 +80,7 @@ impl StoreTrace {
     /// Registers an accepted connection's span until the guard drops.
     pub(crate) fn register(self: &Arc<Self>, peer: SocketAddr, span: Span) -> AcceptedGuard {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        lock(&self.accepted).push((id, peer, span));
+        lock(&self.accepted).insert(id, (peer, span));
         AcceptedGuard {
             trace: self.clone(),
             id,
@@ -96,6 +95,13 @@ pub(crate) struct AcceptedGuard {
 }
 
 impl AcceptedGuard {
+    /// The connection's span.
+    pub(crate) fn span(&self) -> Span {
+        lock(&self.trace.accepted)
+            .get(&self.id)
+            .map_or_else(Span::none, |(_, span)| span.clone())
+    }
+
     /// What the connection's input stream uses to say "the guest read me".
     pub(crate) fn read_mark(&self) -> ReadMark {
         ReadMark {
@@ -119,6 +125,6 @@ impl ReadMark {
 
 impl Drop for AcceptedGuard {
     fn drop(&mut self) {
-        lock(&self.trace.accepted).retain(|(id, _, _)| *id != self.id);
+        lock(&self.trace.accepted).remove(&self.id);
     }
 }
