@@ -3,7 +3,7 @@
 //! speak protocols (HTTP) into a workload's loopback.
 
 use crate::network::Connection;
-use crate::pipe::{Pipe, PipeClosed};
+use crate::pipe::PipeClosed;
 use bytes::Bytes;
 use std::future::Future;
 use std::io;
@@ -19,7 +19,8 @@ type Wait = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// [`VirtualNetwork::connect`](crate::VirtualNetwork::connect).
 /// Dropping it closes the connection cleanly.
 pub struct VirtualTcpStream {
-    conn: Connection,
+    /// Shared with the wait futures below.
+    conn: Arc<Connection>,
     read_wait: Option<Wait>,
     write_wait: Option<Wait>,
 }
@@ -27,7 +28,7 @@ pub struct VirtualTcpStream {
 impl VirtualTcpStream {
     pub(crate) fn new(conn: Connection) -> Self {
         VirtualTcpStream {
-            conn,
+            conn: Arc::new(conn),
             read_wait: None,
             write_wait: None,
         }
@@ -35,12 +36,12 @@ impl VirtualTcpStream {
 
     /// Our address on the virtual network.
     pub fn local_addr(&self) -> SocketAddr {
-        self.conn.local
+        self.conn.local()
     }
 
     /// The listener's address.
     pub fn peer_addr(&self) -> SocketAddr {
-        self.conn.remote
+        self.conn.remote()
     }
 
     /// Aborts the connection: the peer sees `connection-reset`.
@@ -57,8 +58,13 @@ fn io_error(closed: PipeClosed) -> io::Error {
 }
 
 /// Polls a stored wait future, creating it from `pipe` on first use.
-fn poll_wait(slot: &mut Option<Wait>, pipe: &Arc<Pipe>, cx: &mut Context<'_>, make: fn(Arc<Pipe>) -> Wait) -> Poll<()> {
-    let wait = slot.get_or_insert_with(|| make(pipe.clone()));
+fn poll_wait(
+    slot: &mut Option<Wait>,
+    conn: &Arc<Connection>,
+    cx: &mut Context<'_>,
+    make: fn(Arc<Connection>) -> Wait,
+) -> Poll<()> {
+    let wait = slot.get_or_insert_with(|| make(conn.clone()));
     let ready = wait.as_mut().poll(cx);
     if ready.is_ready() {
         *slot = None;
@@ -70,7 +76,7 @@ impl AsyncRead for VirtualTcpStream {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
         loop {
-            match this.conn.rx.read(buf.remaining()) {
+            match this.conn.rx().read(buf.remaining()) {
                 Ok(bytes) if !bytes.is_empty() || buf.remaining() == 0 => {
                     buf.put_slice(&bytes);
                     return Poll::Ready(Ok(()));
@@ -79,9 +85,8 @@ impl AsyncRead for VirtualTcpStream {
                 Err(PipeClosed::Eof) => return Poll::Ready(Ok(())),
                 Err(closed) => return Poll::Ready(Err(io_error(closed))),
             }
-            let rx = this.conn.rx.clone();
-            if poll_wait(&mut this.read_wait, &rx, cx, |p| {
-                Box::pin(async move { p.wait_readable().await })
+            if poll_wait(&mut this.read_wait, &this.conn, cx, |c| {
+                Box::pin(async move { c.rx().wait_readable().await })
             })
             .is_pending()
             {
@@ -95,21 +100,20 @@ impl AsyncWrite for VirtualTcpStream {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         loop {
-            match this.conn.tx.check_write() {
+            match this.conn.tx().check_write() {
                 Ok(0) => {}
                 Ok(n) => {
                     let n = n.min(buf.len());
                     this.conn
-                        .tx
+                        .tx()
                         .write(Bytes::copy_from_slice(&buf[..n]))
                         .map_err(io_error)?;
                     return Poll::Ready(Ok(n));
                 }
                 Err(closed) => return Poll::Ready(Err(io_error(closed))),
             }
-            let tx = this.conn.tx.clone();
-            if poll_wait(&mut this.write_wait, &tx, cx, |p| {
-                Box::pin(async move { p.wait_writable().await })
+            if poll_wait(&mut this.write_wait, &this.conn, cx, |c| {
+                Box::pin(async move { c.tx().wait_writable().await })
             })
             .is_pending()
             {
@@ -123,7 +127,7 @@ impl AsyncWrite for VirtualTcpStream {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.conn.tx.close_write();
+        self.conn.tx().close_write();
         Poll::Ready(Ok(()))
     }
 }

@@ -87,7 +87,8 @@ struct State {
     tail: BytesMut,
     /// Payload bytes queued (`chunks` and `tail`).
     buffered: usize,
-    capacity: usize,
+    /// At most 4 GiB per direction (u32: this struct is per idle pipe).
+    capacity: u32,
     /// The writer sent FIN: reads drain what is queued, then see EOF.
     write_closed: bool,
     /// The reader no longer accepts data (shutdown(receive) or closed socket).
@@ -99,13 +100,13 @@ struct State {
 }
 
 impl Pipe {
-    pub(crate) fn new(capacity: usize, budget: Arc<BufferBudget>) -> Arc<Pipe> {
-        Arc::new(Pipe {
+    pub(crate) fn new(capacity: usize, budget: Arc<BufferBudget>) -> Pipe {
+        Pipe {
             state: Mutex::new(State {
                 chunks: VecDeque::new(),
                 tail: BytesMut::new(),
                 buffered: 0,
-                capacity: capacity.max(1),
+                capacity: u32::try_from(capacity).unwrap_or(u32::MAX).max(1),
                 write_closed: false,
                 read_closed: false,
                 reset: false,
@@ -114,7 +115,7 @@ impl Pipe {
             readable: Notify::new(),
             writable: Notify::new(),
             budget,
-        })
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -202,9 +203,10 @@ impl Pipe {
         }
         if st.read_closed {
             // The reader discards everything; never block the writer.
-            return Ok(st.capacity);
+            return Ok(st.capacity as usize);
         }
-        Ok((st.capacity - st.buffered.min(st.capacity)).min(self.budget.space()))
+        let capacity = st.capacity as usize;
+        Ok((capacity - st.buffered.min(capacity)).min(self.budget.space()))
     }
 
     /// Queues `bytes`. The caller has checked `check_write`; a writer that
@@ -223,7 +225,7 @@ impl Pipe {
         if st.read_closed || n == 0 {
             return Ok(());
         }
-        if st.buffered + n > st.capacity {
+        if st.buffered + n > st.capacity as usize {
             return Err(PipeClosed::Reset);
         }
         st.buffered += n;
@@ -254,7 +256,7 @@ impl Pipe {
 
     fn write_ready(&self) -> bool {
         let st = self.lock();
-        st.reset || st.write_closed || st.read_closed || (st.buffered < st.capacity && self.budget.space() > 0)
+        st.reset || st.write_closed || st.read_closed || (st.buffered < st.capacity as usize && self.budget.space() > 0)
     }
 
     pub(crate) async fn wait_writable(&self) {
@@ -360,7 +362,7 @@ mod tests {
     use super::*;
 
     fn pipe(cap: usize) -> Arc<Pipe> {
-        Pipe::new(cap, BufferBudget::new(usize::MAX))
+        Arc::new(Pipe::new(cap, BufferBudget::new(usize::MAX)))
     }
 
     #[test]
@@ -414,7 +416,10 @@ mod tests {
     #[tokio::test]
     async fn the_network_budget_stops_every_writer_until_someone_reads() {
         let budget = BufferBudget::new(10);
-        let (a, b) = (Pipe::new(100, budget.clone()), Pipe::new(100, budget.clone()));
+        let (a, b) = (
+            Arc::new(Pipe::new(100, budget.clone())),
+            Arc::new(Pipe::new(100, budget.clone())),
+        );
         a.write(Bytes::from_static(b"12345678")).expect("write");
         assert_eq!(b.check_write(), Ok(2), "b may use only what is left of the budget");
         b.write(Bytes::from_static(b"90")).expect("write");

@@ -59,7 +59,7 @@ fn reset_error() -> StreamError {
 #[wasmtime_wasi::async_trait]
 impl InputStream for VirtualInputStream {
     fn read(&mut self, size: usize) -> StreamResult<Bytes> {
-        match self.conn.rx.read(size.min(MAX_READ)) {
+        match self.conn.rx().read(size.min(MAX_READ)) {
             Ok(bytes) => {
                 if let (Some(mark), false) = (&self.read_mark, bytes.is_empty()) {
                     mark.mark();
@@ -79,7 +79,7 @@ impl InputStream for VirtualInputStream {
 #[wasmtime_wasi::async_trait]
 impl Pollable for VirtualInputStream {
     async fn ready(&mut self) {
-        self.conn.rx.wait_readable().await;
+        self.conn.rx().wait_readable().await;
     }
 }
 
@@ -88,7 +88,7 @@ impl Drop for VirtualInputStream {
         if self.abort.is_set() {
             self.conn.reset();
         } else {
-            self.conn.rx.close_read();
+            self.conn.rx().close_read();
         }
     }
 }
@@ -111,16 +111,16 @@ impl OutputStream for VirtualOutputStream {
             return Err(StreamError::trap("write exceeded the permit returned by check-write"));
         }
         self.permit -= bytes.len();
-        self.conn.tx.write(bytes).map_err(write_error)
+        self.conn.tx().write(bytes).map_err(write_error)
     }
 
     fn flush(&mut self) -> StreamResult<()> {
         // Written bytes are immediately visible to the reader.
-        self.conn.tx.check_write().map(|_| ()).map_err(write_error)
+        self.conn.tx().check_write().map(|_| ()).map_err(write_error)
     }
 
     fn check_write(&mut self) -> StreamResult<usize> {
-        let permit = self.conn.tx.check_write().map_err(write_error)?;
+        let permit = self.conn.tx().check_write().map_err(write_error)?;
         self.permit = permit;
         Ok(permit)
     }
@@ -129,7 +129,7 @@ impl OutputStream for VirtualOutputStream {
 #[wasmtime_wasi::async_trait]
 impl Pollable for VirtualOutputStream {
     async fn ready(&mut self) {
-        self.conn.tx.wait_writable().await;
+        self.conn.tx().wait_writable().await;
     }
 }
 
@@ -138,7 +138,7 @@ impl Drop for VirtualOutputStream {
         if self.abort.is_set() {
             self.conn.reset();
         } else {
-            self.conn.tx.close_write();
+            self.conn.tx().close_write();
         }
     }
 }

@@ -299,13 +299,17 @@ impl TcpSocket {
         // the kernel's backlog on EMFILE) until the store frees a socket.
         let slot = self.slot.sibling()?;
         let conn = Arc::new(listener.try_accept().ok_or(ErrorCode::WouldBlock)?);
-        let span = tracing::info_span!(parent: &conn.shared.origin, "virtual connection", "otel.kind" = "server",
-            "server.port" = conn.local.port(), "network.peer.address" = %conn.remote.ip(),
-            "network.peer.port" = conn.remote.port(), "loophost.bytes_in" = tracing::field::Empty,
+        let span = tracing::info_span!(parent: &conn.origin(), "virtual connection", "otel.kind" = "server",
+            "server.port" = conn.local().port(), "network.peer.address" = %conn.remote().ip(),
+            "network.peer.port" = conn.remote().port(), "loophost.bytes_in" = tracing::field::Empty,
             "loophost.bytes_out" = tracing::field::Empty, "loophost.close" = tracing::field::Empty);
-        tracing::info_span!(parent: &span, "virtual accept", "network.peer.port" = conn.remote.port()).in_scope(|| {});
-        let guard = self.trace.register(conn.remote, span.clone());
-        let (input, output) = streams::pair(&conn, &self.abort, Some(guard.read_mark()));
+        tracing::info_span!(parent: &span, "virtual accept", "network.peer.port" = conn.remote().port())
+            .in_scope(|| {});
+        // A disabled span (nobody collects traces or logs at this level) has
+        // nothing to attribute: skip the registry, which is most of an idle
+        // accepted connection's bookkeeping.
+        let guard = (!span.is_disabled()).then(|| self.trace.register(conn.remote(), span.clone()));
+        let (input, output) = streams::pair(&conn, &self.abort, guard.as_ref().map(AcceptedGuard::read_mark));
         let socket = TcpSocket {
             family: self.family,
             state: State::Connected(Connected::Virtual(conn)),
@@ -313,7 +317,7 @@ impl TcpSocket {
             options: self.options.clone(),
             abort: self.abort.clone(),
             trace: self.trace.clone(),
-            accepted: Some(guard),
+            accepted: guard,
             slot,
         };
         Ok((socket, Box::new(input), Box::new(output)))
@@ -322,7 +326,7 @@ impl TcpSocket {
     pub(crate) fn local_address(&mut self) -> SocketResult<SocketAddr> {
         match &mut self.state {
             State::Bound(binding) | State::Listening { binding, .. } => Ok(binding.addr()),
-            State::Connected(Connected::Virtual(conn)) => Ok(conn.local),
+            State::Connected(Connected::Virtual(conn)) => Ok(conn.local()),
             State::Connected(Connected::Real(socket)) => {
                 Ok(socket.core_mut().local_address().map_err(from_upstream)?)
             }
@@ -334,7 +338,7 @@ impl TcpSocket {
     // first ask (so the address survives a reset), which needs `&mut`.
     pub(crate) fn remote_address(&mut self) -> SocketResult<SocketAddr> {
         match &mut self.state {
-            State::Connected(Connected::Virtual(conn)) => Ok(conn.remote),
+            State::Connected(Connected::Virtual(conn)) => Ok(conn.remote()),
             State::Connected(Connected::Real(socket)) => {
                 Ok(socket.core_mut().remote_address().map_err(from_upstream)?)
             }
@@ -545,10 +549,10 @@ impl TcpSocket {
         match &mut self.state {
             State::Connected(Connected::Virtual(conn)) => {
                 if matches!(how, Shutdown::Read | Shutdown::Both) {
-                    conn.rx.close_read();
+                    conn.rx().close_read();
                 }
                 if matches!(how, Shutdown::Write | Shutdown::Both) {
-                    conn.tx.close_write();
+                    conn.tx().close_write();
                 }
                 Ok(())
             }
@@ -582,8 +586,8 @@ impl Drop for TcpSocket {
                     "closed"
                 };
                 if let Some(span) = self.accepted.as_ref().map(AcceptedGuard::span) {
-                    span.record("loophost.bytes_in", conn.rx.written());
-                    span.record("loophost.bytes_out", conn.tx.written());
+                    span.record("loophost.bytes_in", conn.rx().written());
+                    span.record("loophost.bytes_out", conn.tx().written());
                     span.record("loophost.close", how);
                 }
             }
