@@ -114,6 +114,8 @@ pub struct SocketsCtx {
     port_owner: Option<PortOwner>,
     /// Sockets this store holds, against its limit.
     sockets: Arc<SocketQuota>,
+    /// What this store's new TCP sockets start with (shared, see `tcp.rs`).
+    tcp_defaults: Arc<tcp::Options>,
     /// Upstream's socket context, for the real sockets the policy allows.
     /// Its own address check allows everything: our policy already decided.
     real: OnceLock<wasmtime_wasi::sockets::WasiSocketsCtx>,
@@ -128,7 +130,9 @@ impl SocketsCtx {
     /// Like [`SocketsCtx::new`], sharing one policy between many stores.
     pub fn with_shared_policy(network: VirtualNetwork, policy: Arc<Policy>) -> Self {
         let sockets = SocketQuota::new(network.config().max_sockets_per_store);
+        let tcp_defaults = Arc::new(tcp::Options::defaults(network.config().connection_buffer as u64));
         SocketsCtx {
+            tcp_defaults,
             network,
             policy,
             abort: AbortFlag::default(),

@@ -43,7 +43,10 @@ pub struct TcpSocket {
     state: State,
     /// The p2 start/finish operation in flight, if any.
     pending: Option<Op>,
-    options: Options,
+    /// Shared with the store's other sockets (and an accepted socket with
+    /// its listener) until the guest sets one: copy on write, 8 bytes per
+    /// idle socket.
+    options: Arc<Options>,
     abort: AbortFlag,
     trace: Arc<StoreTrace>,
     /// An accepted connection, registered with the store (which holds its
@@ -85,7 +88,7 @@ enum Connected {
 /// Socket options. Virtual sockets only remember them (there is no wire to
 /// apply them to); real sockets get them applied when created.
 #[derive(Clone)]
-struct Options {
+pub(crate) struct Options {
     backlog: u32,
     keep_alive: Option<bool>,
     // NonZero: the setters refuse 0, and `Option<NonZero…>` is half the
@@ -103,22 +106,11 @@ struct Options {
 
 impl TcpSocket {
     pub(crate) fn new(ctx: &SocketsCtx, family: IpAddressFamily, slot: crate::SocketSlot) -> Self {
-        let buffer = ctx.network.config().connection_buffer as u64;
         TcpSocket {
             family,
             state: State::Unbound,
             pending: None,
-            options: Options {
-                backlog: DEFAULT_BACKLOG,
-                keep_alive: None,
-                keep_alive_idle: None,
-                keep_alive_interval: None,
-                keep_alive_count: None,
-                hop_limit: None,
-                receive_buffer: None,
-                send_buffer: None,
-                default_buffer: buffer,
-            },
+            options: ctx.tcp_defaults.clone(),
             abort: ctx.abort.clone(),
             trace: ctx.trace.clone(),
             accepted: None,
@@ -366,7 +358,7 @@ impl TcpSocket {
             State::Listening { listener, .. } => listener.set_backlog(value as usize),
             _ => return Err(ErrorCode::InvalidState.into()),
         }
-        self.options.backlog = value;
+        Arc::make_mut(&mut self.options).backlog = value;
         Ok(())
     }
 
@@ -406,7 +398,7 @@ impl TcpSocket {
             return Ok(real.set_keep_alive_enabled(value).map_err(from_upstream)?);
         }
         self.check_open()?;
-        self.options.keep_alive = Some(value);
+        Arc::make_mut(&mut self.options).keep_alive = Some(value);
         Ok(())
     }
 
@@ -429,7 +421,7 @@ impl TcpSocket {
             return Ok(real.set_keep_alive_idle_time(value).map_err(from_upstream)?);
         }
         self.check_open()?;
-        self.options.keep_alive_idle = NonZeroU64::new(clamp_keep_alive_time(value));
+        Arc::make_mut(&mut self.options).keep_alive_idle = NonZeroU64::new(clamp_keep_alive_time(value));
         Ok(())
     }
 
@@ -452,7 +444,7 @@ impl TcpSocket {
             return Ok(real.set_keep_alive_interval(value).map_err(from_upstream)?);
         }
         self.check_open()?;
-        self.options.keep_alive_interval = NonZeroU64::new(clamp_keep_alive_time(value));
+        Arc::make_mut(&mut self.options).keep_alive_interval = NonZeroU64::new(clamp_keep_alive_time(value));
         Ok(())
     }
 
@@ -475,7 +467,7 @@ impl TcpSocket {
             return Ok(real.set_keep_alive_count(value).map_err(from_upstream)?);
         }
         self.check_open()?;
-        self.options.keep_alive_count = NonZeroU32::new(value.clamp(1, i8::MAX as u32));
+        Arc::make_mut(&mut self.options).keep_alive_count = NonZeroU32::new(value.clamp(1, i8::MAX as u32));
         Ok(())
     }
 
@@ -495,7 +487,7 @@ impl TcpSocket {
             return Ok(real.set_hop_limit(value).map_err(from_upstream)?);
         }
         self.check_open()?;
-        self.options.hop_limit = Some(value);
+        Arc::make_mut(&mut self.options).hop_limit = Some(value);
         Ok(())
     }
 
@@ -518,7 +510,7 @@ impl TcpSocket {
             return Ok(real.set_receive_buffer_size(value).map_err(from_upstream)?);
         }
         self.check_open()?;
-        self.options.receive_buffer = NonZeroU64::new(value);
+        Arc::make_mut(&mut self.options).receive_buffer = NonZeroU64::new(value);
         Ok(())
     }
 
@@ -541,7 +533,7 @@ impl TcpSocket {
             return Ok(real.set_send_buffer_size(value).map_err(from_upstream)?);
         }
         self.check_open()?;
-        self.options.send_buffer = NonZeroU64::new(value);
+        Arc::make_mut(&mut self.options).send_buffer = NonZeroU64::new(value);
         Ok(())
     }
 
@@ -612,6 +604,22 @@ impl Pollable for TcpSocket {
 }
 
 impl Options {
+    /// What a new socket starts with; `buffer` is what the buffer sizes
+    /// read as until set.
+    pub(crate) fn defaults(buffer: u64) -> Self {
+        Options {
+            backlog: DEFAULT_BACKLOG,
+            keep_alive: None,
+            keep_alive_idle: None,
+            keep_alive_interval: None,
+            keep_alive_count: None,
+            hop_limit: None,
+            receive_buffer: None,
+            send_buffer: None,
+            default_buffer: buffer,
+        }
+    }
+
     /// Applies what the guest set before connecting to a new real socket.
     fn apply_to(&self, core: &mut wasmtime_wasi::sockets::TcpSocket) {
         // Failures here are not fatal: the OS may clamp or refuse options,
