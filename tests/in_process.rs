@@ -318,6 +318,11 @@ async fn a_service_that_cannot_get_an_instance_waits_without_counting_a_failure(
     hog_task.abort();
     let _ = hog_task.await;
     wait_listening(&network, "127.0.0.1:7701").await;
+    // The supervisor hears of the listener a moment after the network has it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while supervisor.status().state != ServiceState::Ready && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let ready = supervisor.status();
     assert_eq!((ready.state, ready.restarts), (ServiceState::Ready, 0), "{ready:?}");
     task.abort();
