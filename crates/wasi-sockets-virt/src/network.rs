@@ -776,6 +776,8 @@ impl Listener {
     }
 }
 
+const _: () = assert!(std::mem::size_of::<Connection>() <= 16);
+
 /// One end of a virtual TCP connection. Everything lives in the
 /// [`ConnectionShared`] both ends point to (one allocation per connection,
 /// not one per pipe and end): an idle connection is mostly this.
