@@ -15,6 +15,7 @@ use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Poll, Waker};
 use tokio::sync::Notify;
 
 /// Writes smaller than this are copied into the tail buffer.
@@ -73,10 +74,6 @@ pub(crate) enum PipeClosed {
 
 pub(crate) struct Pipe {
     state: Mutex<State>,
-    /// Woken when data, EOF or reset arrives (the reader waits on it).
-    readable: Notify,
-    /// Woken when space frees up or the reader goes away (the writer waits on it).
-    writable: Notify,
     /// The network-wide cap every pipe of the network draws on.
     budget: Arc<BufferBudget>,
 }
@@ -97,6 +94,34 @@ struct State {
     reset: bool,
     /// Bytes accepted from the writer, for statistics.
     written: u64,
+    /// Woken when data, EOF or reset arrives (the reader's tasks). Kept
+    /// under the state's lock, which every change takes anyway: a write
+    /// wakes the reader without a second lock (a `Notify` has its own).
+    readers: Wakers,
+    /// Woken when space frees up or the reader goes away (the writer's).
+    writers: Wakers,
+}
+
+/// Tasks waiting on one side of a pipe. Usually one (the store's task;
+/// a task registers once however often it polls), so no allocation after
+/// the first wait.
+#[derive(Default)]
+struct Wakers(Vec<Waker>);
+
+impl Wakers {
+    fn register(&mut self, waker: &Waker) {
+        if !self.0.iter().any(|w| w.will_wake(waker)) {
+            self.0.push(waker.clone());
+        }
+    }
+
+    /// Wakes everyone. Under the pipe's lock: waking only schedules the
+    /// task, and the buffer is kept for the next wait.
+    fn wake_all(&mut self) {
+        for waker in self.0.drain(..) {
+            waker.wake();
+        }
+    }
 }
 
 impl Pipe {
@@ -111,9 +136,9 @@ impl Pipe {
                 read_closed: false,
                 reset: false,
                 written: 0,
+                readers: Wakers::default(),
+                writers: Wakers::default(),
             }),
-            readable: Notify::new(),
-            writable: Notify::new(),
             budget,
         }
     }
@@ -154,28 +179,22 @@ impl Pipe {
         let out = take_front(&mut st, max);
         let n = out.len();
         st.buffered -= n;
+        st.writers.wake_all();
         drop(st);
         self.budget.release(n);
-        self.writable.notify_waiters();
         Ok(out)
     }
 
-    /// True when `read` would return data or an error.
-    fn read_ready(&self) -> bool {
-        let st = self.lock();
-        st.buffered > 0 || st.write_closed || st.read_closed || st.reset
-    }
-
     pub(crate) async fn wait_readable(&self) {
-        loop {
-            let notified = self.readable.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.read_ready() {
-                return;
+        std::future::poll_fn(|cx| {
+            let mut st = self.lock();
+            if st.buffered > 0 || st.write_closed || st.read_closed || st.reset {
+                return Poll::Ready(());
             }
-            notified.await;
-        }
+            st.readers.register(cx.waker());
+            Poll::Pending
+        })
+        .await
     }
 
     /// This side stops reading: queued and future data is discarded, further
@@ -184,10 +203,9 @@ impl Pipe {
         let mut st = self.lock();
         st.read_closed = true;
         let dropped = st.discard();
+        st.wake_both();
         drop(st);
         self.budget.release(dropped);
-        self.writable.notify_waiters();
-        self.readable.notify_waiters();
     }
 
     // ---- writer side ----
@@ -249,38 +267,40 @@ impl Pipe {
         }
         // Counted while the lock is held, so a reader's release cannot come first.
         self.budget.take(n);
-        drop(st);
-        self.readable.notify_waiters();
+        st.readers.wake_all();
         Ok(())
-    }
-
-    fn write_ready(&self) -> bool {
-        let st = self.lock();
-        st.reset || st.write_closed || st.read_closed || (st.buffered < st.capacity as usize && self.budget.space() > 0)
     }
 
     pub(crate) async fn wait_writable(&self) {
         loop {
-            let own = self.writable.notified();
+            // The network's budget has its own waiters: a pipe with room
+            // may still wait for other pipes to drain.
             let network = self.budget.freed.notified();
-            tokio::pin!(own, network);
-            own.as_mut().enable();
+            tokio::pin!(network);
             network.as_mut().enable();
-            if self.write_ready() {
+            let own_ready = std::future::poll_fn(|cx| {
+                let mut st = self.lock();
+                let capacity = st.capacity as usize;
+                if st.reset || st.write_closed || st.read_closed || (st.buffered < capacity && self.budget.space() > 0)
+                {
+                    return Poll::Ready(true);
+                }
+                st.writers.register(cx.waker());
+                drop(st);
+                network.as_mut().poll(cx).map(|()| false)
+            })
+            .await;
+            if own_ready {
                 return;
-            }
-            tokio::select! {
-                _ = own => {}
-                _ = network => {}
             }
         }
     }
 
     /// Sends FIN: the reader gets EOF after draining. Idempotent.
     pub(crate) fn close_write(&self) {
-        self.lock().write_closed = true;
-        self.readable.notify_waiters();
-        self.writable.notify_waiters();
+        let mut st = self.lock();
+        st.write_closed = true;
+        st.wake_both();
     }
 
     /// Aborts the pipe: both ends fail with `connection-reset`, unless the
@@ -292,10 +312,9 @@ impl Pipe {
         }
         st.reset = true;
         let dropped = st.discard();
+        st.wake_both();
         drop(st);
         self.budget.release(dropped);
-        self.readable.notify_waiters();
-        self.writable.notify_waiters();
     }
 }
 
@@ -315,6 +334,11 @@ impl Pipe {
 }
 
 impl State {
+    fn wake_both(&mut self) {
+        self.readers.wake_all();
+        self.writers.wake_all();
+    }
+
     /// Drops everything queued; returns how many bytes that was.
     fn discard(&mut self) -> usize {
         self.chunks.clear();
