@@ -177,6 +177,34 @@ fn service_path(dir: &Path) {
             r.requests_per_sec, r.p50_ms, r.p99_ms
         );
     }
+    // The floor at the same pacing: hello world (no service, no virtual
+    // connection) under the reference server. On a VM whose idle vCPU is
+    // slow to wake, a request arriving after a pause costs far more than
+    // back-to-back ones, whatever the host.
+    let port = free_port();
+    let mut reference = Loophost::spawn_program(
+        &reference_host_bin(),
+        [
+            "serve".to_string(),
+            format!("127.0.0.1:{port}"),
+            guest("http_hello").display().to_string(),
+        ],
+        &[],
+    );
+    reference.expect_line("listening on", Duration::from_secs(60));
+    let r = wrk(
+        &format!("http://127.0.0.1:{port}/"),
+        1,
+        10,
+        10,
+        Some(&dir.join("pace-10.lua")),
+    );
+    assert_eq!(r.errors, 0, "reference errors at ~1 000 req/s");
+    println!(
+        "| floor: hello world, `wasmtime serve`-style reference, ~1 000 req/s | {:.0} | {:.3} | {:.3} | |",
+        r.requests_per_sec, r.p50_ms, r.p99_ms
+    );
+    reference.terminate();
     let r = wrk(&url, 1, 16, 10, None);
     assert_eq!(r.errors, 0, "errors at saturation");
     println!(
