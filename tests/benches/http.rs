@@ -88,6 +88,23 @@ fn millis(v: &str) -> f64 {
     number.parse::<f64>().unwrap_or(f64::NAN) * scale
 }
 
+/// The hello component under the `wasmtime serve`-style reference server,
+/// and its address.
+fn reference_hello() -> (Loophost, String) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut reference = Loophost::spawn_program(
+        &reference_host_bin(),
+        [
+            "serve".to_string(),
+            addr.clone(),
+            guest("http_hello").display().to_string(),
+        ],
+        &[],
+    );
+    reference.expect_line("listening on", Duration::from_secs(60));
+    (reference, addr)
+}
+
 fn hello_world(dir: &Path) -> Vec<Row> {
     let manifest = write_manifest(
         dir,
@@ -98,18 +115,7 @@ fn hello_world(dir: &Path) -> Vec<Row> {
         ),
     );
     let (ours_host, ours_addr) = up(&[&manifest], &[]);
-    let port = free_port();
-    let mut reference = Loophost::spawn_program(
-        &reference_host_bin(),
-        [
-            "serve".to_string(),
-            format!("127.0.0.1:{port}"),
-            guest("http_hello").display().to_string(),
-        ],
-        &[],
-    );
-    reference.expect_line("listening on", Duration::from_secs(60));
-    let reference_addr = format!("127.0.0.1:{port}");
+    let (_reference, reference_addr) = reference_hello();
     for addr in [&ours_addr, &reference_addr] {
         let (status, body) = http_request(addr, "GET", "/", b"").expect("hello answers");
         assert_eq!((status, body.as_str()), (200, "hello\n"), "{addr}");
@@ -181,19 +187,9 @@ fn service_path(dir: &Path) {
     // connection) under the reference server. On a VM whose idle vCPU is
     // slow to wake, a request arriving after a pause costs far more than
     // back-to-back ones, whatever the host.
-    let port = free_port();
-    let mut reference = Loophost::spawn_program(
-        &reference_host_bin(),
-        [
-            "serve".to_string(),
-            format!("127.0.0.1:{port}"),
-            guest("http_hello").display().to_string(),
-        ],
-        &[],
-    );
-    reference.expect_line("listening on", Duration::from_secs(60));
+    let (reference, reference_addr) = reference_hello();
     let r = wrk(
-        &format!("http://127.0.0.1:{port}/"),
+        &format!("http://{reference_addr}/"),
         1,
         10,
         10,

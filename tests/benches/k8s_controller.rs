@@ -26,10 +26,9 @@
 //! Run with `scripts/bench.sh k8s_controller` (`LOOPHOST_BENCH_ROUNDS`,
 //! default 3).
 
-use k8s_emulator::{Emulator, EmulatorConfig};
 use loophost_tests::bench::{Row, Samples, print_table, rounds};
-use loophost_tests::k8s::{Cluster, NAMESPACE, Options, example_dir, greetings, kubectl, want};
-use loophost_tests::{Loophost, free_port, guest, http_request, repo_root, target_dir, temp_dir};
+use loophost_tests::k8s::{ApiServer, Cluster, NAMESPACE, Options, greetings, want};
+use loophost_tests::{Loophost, free_port, guest, http_request, repo_root, target_dir};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -61,21 +60,12 @@ fn native_bin() -> std::path::PathBuf {
 /// What `Cluster::start` sets up, with the native controller in place of
 /// `loophost up`.
 fn native_cluster(bin: &Path, round: usize) -> Cluster {
-    let emu = Emulator::start_blocking(EmulatorConfig {
-        bookmark_interval: Duration::from_secs(1),
-        ..EmulatorConfig::default()
-    })
-    .expect("start the Kubernetes API emulator");
-    let dir = temp_dir(&format!("k8s-bench-native-{round}"));
-    let sa_dir = dir.join("serviceaccount");
-    emu.write_service_account_dir(&sa_dir, NAMESPACE)
-        .expect("write the service-account dir");
-    let kubeconfig = dir.join("kubeconfig");
-    emu.write_kubeconfig(&kubeconfig, NAMESPACE)
-        .expect("write a kubeconfig");
-    let crd = example_dir().join("crd.yaml").display().to_string();
-    let out = kubectl(&kubeconfig, &["apply", "-f", &crd]);
-    assert!(out.contains("created"), "kubectl apply the CRD: {out}");
+    let ApiServer {
+        emu,
+        dir,
+        sa_dir,
+        kubeconfig,
+    } = ApiServer::start(&format!("k8s-bench-native-{round}"), None);
 
     let listen = format!("127.0.0.1:{}", free_port());
     let env = [

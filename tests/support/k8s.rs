@@ -68,18 +68,28 @@ pub struct Cluster {
     pub http: String,
 }
 
-impl Cluster {
-    pub fn start(name: &str, options: Options) -> Cluster {
+/// An emulator with the Greeting CRD applied, and what a controller needs
+/// to reach it (a service-account dir, a kubeconfig) in a fresh temp dir.
+pub struct ApiServer {
+    pub emu: BlockingEmulator,
+    pub dir: PathBuf,
+    pub sa_dir: PathBuf,
+    pub kubeconfig: PathBuf,
+}
+
+impl ApiServer {
+    /// `token`: what the service-account dir holds instead of a valid token.
+    pub fn start(dir_name: &str, token: Option<&str>) -> ApiServer {
         let emu = Emulator::start_blocking(EmulatorConfig {
             bookmark_interval: Duration::from_secs(1),
             ..EmulatorConfig::default()
         })
         .expect("start the Kubernetes API emulator");
-        let dir = temp_dir(&format!("k8s-{name}"));
+        let dir = temp_dir(dir_name);
         let sa_dir = dir.join("serviceaccount");
         emu.write_service_account_dir(&sa_dir, NAMESPACE)
             .expect("write the service-account dir");
-        if let Some(token) = &options.token {
+        if let Some(token) = token {
             std::fs::write(sa_dir.join("token"), token).expect("write a token");
         }
         let kubeconfig = dir.join("kubeconfig");
@@ -90,7 +100,23 @@ impl Cluster {
             &["apply", "-f", &example_dir().join("crd.yaml").display().to_string()],
         );
         assert!(out.contains("created"), "kubectl apply the CRD: {out}");
+        ApiServer {
+            emu,
+            dir,
+            sa_dir,
+            kubeconfig,
+        }
+    }
+}
 
+impl Cluster {
+    pub fn start(name: &str, options: Options) -> Cluster {
+        let ApiServer {
+            emu,
+            dir,
+            sa_dir,
+            kubeconfig,
+        } = ApiServer::start(&format!("k8s-{name}"), options.token.as_deref());
         let manifest = workload_manifest(&dir, &options);
         let port = emu.addr().port().to_string();
         let mut env = vec![
