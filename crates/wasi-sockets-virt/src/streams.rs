@@ -13,9 +13,6 @@ use std::sync::Arc;
 use wasmtime_wasi_io::poll::Pollable;
 use wasmtime_wasi_io::streams::{InputStream, OutputStream, StreamError, StreamResult};
 
-/// Largest chunk handed to the guest in one `read`.
-const MAX_READ: usize = 64 * 1024;
-
 pub(crate) struct VirtualInputStream {
     pub(crate) conn: Arc<Connection>,
     pub(crate) abort: AbortFlag,
@@ -59,7 +56,7 @@ fn reset_error() -> StreamError {
 #[wasmtime_wasi::async_trait]
 impl InputStream for VirtualInputStream {
     fn read(&mut self, size: usize) -> StreamResult<Bytes> {
-        match self.conn.rx().read(size.min(MAX_READ)) {
+        match self.conn.rx().read(size) {
             Ok(bytes) => {
                 if let (Some(mark), false) = (&self.read_mark, bytes.is_empty()) {
                     mark.mark();
