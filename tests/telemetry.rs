@@ -617,3 +617,37 @@ fn guest_spans_parent_the_connects_made_inside_them() {
         .unwrap_or_else(|| panic!("the echo server's connection span under the connect: {spans:#?}"));
     assert_eq!(served.trace_id, reconcile.trace_id);
 }
+
+#[test]
+fn spans_still_open_when_up_stops_are_exported() {
+    let receiver = OtlpReceiver::start_grpc();
+    let dir = temp_dir("telemetry-open-at-stop");
+    let manifest = loophost_tests::write_manifest(
+        &dir,
+        "held.toml",
+        &format!(
+            r#"
+name = "held"
+
+[[service]]
+name = "worker"
+wasm = "{worker}"
+args = ["hold"]
+"#,
+            worker = p("span-worker"),
+        ),
+    );
+    let (host, _) = up_with_env(&[&manifest], &[], &otel_env(&receiver, "grpc"));
+    host.expect_stderr("holding", Duration::from_secs(30));
+    host.terminate();
+    let (code, err) = host.wait(Duration::from_secs(30));
+    assert_eq!(code, 0, "{err}");
+    // The exporter flushed before the host exited: what it sent is here.
+    let spans = receiver.spans();
+    let held = find(&spans, "held open", |_| true)
+        .unwrap_or_else(|| panic!("the span the service never ended is exported at shutdown: {spans:#?}"));
+    assert_eq!(attr(held, "work"), "unfinished");
+    let service = find(&spans, "service", |s| s.span_id == held.parent_span_id)
+        .unwrap_or_else(|| panic!("its parent is the service's span: {spans:#?}"));
+    assert_eq!(service.trace_id, held.trace_id);
+}

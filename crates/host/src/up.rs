@@ -327,7 +327,7 @@ pub async fn up(options: UpOptions) -> Result<i32> {
     let routes = Arc::new(routes);
     let status = options.status.then(|| Arc::new(status_views(&runtimes, &workloads)));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let server = tokio::spawn(crate::trigger::serve(
+    let mut server = tokio::spawn(crate::trigger::serve(
         http_listener,
         engine.clone(),
         routes,
@@ -340,7 +340,7 @@ pub async fn up(options: UpOptions) -> Result<i32> {
     tracing::info!("shutting down: draining in-flight requests (a second signal stops at once)");
     let _ = stop_tx.send(true);
     let drained = tokio::select! {
-        drained = tokio::time::timeout(options.drain_timeout, server) => match drained {
+        drained = tokio::time::timeout(options.drain_timeout, &mut server) => match drained {
             Ok(Ok(())) => true,
             Ok(Err(join)) => {
                 tracing::error!("HTTP server task failed: {join}");
@@ -356,8 +356,16 @@ pub async fn up(options: UpOptions) -> Result<i32> {
             false
         }
     };
+    // Whatever still runs stops now, and is gone before this returns: an
+    // instance's open spans end when its store is dropped, and they must
+    // end before the exporter's last flush, not after it.
+    if !server.is_finished() {
+        server.abort();
+        let _ = (&mut server).await;
+    }
     tasks.abort_all();
     job_tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
     let mut jobs_ok = true;
     while let Some(done) = job_tasks.join_next().await {
         // A job still running at shutdown (aborted) or one that panicked did not succeed.

@@ -125,21 +125,28 @@ impl tower::Service<Uri> for Connector {
     fn call(&mut self, _uri: Uri) -> Self::Future {
         let endpoint = self.endpoint.clone();
         let tls = self.tls.clone();
-        Box::pin(async move {
-            let tcp = connect_tcp(&endpoint.host, endpoint.port).await?;
-            let handshake = tracing::info_span!("tls handshake", "server.address" = %endpoint.host,
+        // hyper's pool finishes a connect in a background task when another
+        // connection frees up first: the connect still belongs to the
+        // request that started it, not to whatever runs that task.
+        let requester = tracing::Span::current();
+        Box::pin(
+            async move {
+                let tcp = connect_tcp(&endpoint.host, endpoint.port).await?;
+                let handshake = tracing::info_span!("tls handshake", "server.address" = %endpoint.host,
                 "server.port" = endpoint.port);
-            let stream = tokio::time::timeout(TLS_TIMEOUT, tls.connect(endpoint.server_name.clone(), tcp))
-                .instrument(handshake)
-                .await
-                .map_err(|_| {
-                    io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!("TLS handshake with {}:{} timed out", endpoint.host, endpoint.port),
-                    )
-                })??;
-            Ok(TokioIo::new(TlsConn(stream)))
-        })
+                let stream = tokio::time::timeout(TLS_TIMEOUT, tls.connect(endpoint.server_name.clone(), tcp))
+                    .instrument(handshake)
+                    .await
+                    .map_err(|_| {
+                        io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!("TLS handshake with {}:{} timed out", endpoint.host, endpoint.port),
+                        )
+                    })??;
+                Ok(TokioIo::new(TlsConn(stream)))
+            }
+            .instrument(requester),
+        )
     }
 }
 

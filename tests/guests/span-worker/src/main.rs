@@ -11,6 +11,13 @@
 //! `real-addr` (a real listener the policy allows), marks the reconcile
 //! failed and ends both. Prints `done <echo reply>`; errors are printed, not
 //! panicked on.
+//!
+//! ```text
+//! span-worker hold
+//! ```
+//!
+//! Opens and enters a `held open` span, prints `holding` and never ends it
+//! (a service stopped in the middle of its work).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -24,6 +31,14 @@ use loophost::trace::spans::Span;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("hold") {
+        let held = Span::new("held open", &[("work".to_string(), "unfinished".to_string())]);
+        held.enter();
+        println!("holding");
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
     let (Some(echo), Some(real)) = (args.get(1), args.get(2)) else {
         println!("error InvalidInput usage: span-worker <echo-addr> <real-addr>");
         std::process::exit(1);
