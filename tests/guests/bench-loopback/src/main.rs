@@ -176,7 +176,8 @@ fn bulk(addr: &str, mib: u64, write_size: u64) -> io::Result<()> {
     let started = Instant::now();
     let mut sent = 0u64;
     while sent < total {
-        let n = chunk.len().min((total - sent) as usize);
+        // In u64: on wasm32 a usize holds less than 4 GiB.
+        let n = (total - sent).min(chunk.len() as u64) as usize;
         stream.write_all(&chunk[..n])?;
         sent += n as u64;
     }
