@@ -1,4 +1,5 @@
-//! The manifest parser on any text: no panic, and every error names the file.
+//! The manifest parser on any text: no panic, and every error names the file
+//! (replayed on stable by tests/fuzz_replay.rs).
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {

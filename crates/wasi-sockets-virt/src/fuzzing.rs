@@ -3,6 +3,8 @@
 //! natively, with no wasm. Whatever the sequence: nothing panics, and once
 //! everything is dropped every port, connection and buffered byte is back.
 
+pub mod route;
+
 use crate::bindings::network::IpAddressFamily;
 use crate::tcp::TcpSocket;
 use crate::{NetworkConfig, Policy, SocketsCtx, VirtualNetwork};
