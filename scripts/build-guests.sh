@@ -5,7 +5,9 @@
 # mode. The target and rustflags come from each workspace's .cargo/config.toml,
 # so cargo runs from inside each workspace. Both share one target directory:
 # $CARGO_TARGET_DIR, or ~/.cache/loophost/target when unset. Extra arguments
-# go to both `cargo build` runs (e.g. -j1).
+# go to both `cargo build` runs (e.g. -j1). Under `./dev test`, which sets
+# RUSTC_WORKSPACE_WRAPPER to scripts/rustc-with-clippy, the guests are linted
+# (clippy, warnings denied) as they build.
 #
 # Prints the directory holding the .wasm files as its last line of stdout
 # (cargo's own output goes to stderr).

@@ -33,6 +33,9 @@ impl Ip {
     }
 }
 
+/// What may be connected to or sent to, restated from the wasi:sockets spec
+/// rather than borrowed from `policy.rs`: the property is only worth
+/// something if the oracle is written independently of the code it checks.
 fn is_destination(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => !v4.is_unspecified(),
