@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything a build of loophost needs from the machine, checked and, where
-# missing, installed: the wasm32-wasip2 Rust target, the system commands the
+# missing, installed: the wasm32-wasip2 Rust target, the clippy and rustfmt
+# components (`./dev test` lints and checks formatting), the system commands the
 # build, the guests and the demo use (Debian packages), the vendored
 # wasmtime-wasi fork and the guest components. Idempotent; `./dev` runs it.
 #
@@ -52,6 +53,16 @@ installer() {
     fi
 }
 
+# `./dev test` formats with rustfmt and lints with clippy-driver; rustup's
+# minimal profile has neither.
+missing_components() {
+    local installed
+    installed=$(rustup component list --installed 2>/dev/null)
+    for component in clippy rustfmt; do
+        grep -q "^$component" <<<"$installed" || echo "$component"
+    done
+}
+
 has_wasm_target() {
     rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2
 }
@@ -62,6 +73,10 @@ plan() {
     command -v rustup >/dev/null 2>&1 || { echo "missing: rustup: install Rust with rustup (https://rustup.rs)"; todo=1; }
     if command -v rustup >/dev/null 2>&1 && ! has_wasm_target; then
         echo "missing: the wasm32-wasip2 target: would run rustup target add wasm32-wasip2"
+        todo=1
+    fi
+    if command -v rustup >/dev/null 2>&1 && [ -n "$(missing_components)" ]; then
+        echo "missing: Rust components $(missing_components | paste -sd' ' -): would run rustup component add"
         todo=1
     fi
     pkgs=$(missing_packages | sort -u | tr '\n' ' ')
@@ -133,6 +148,12 @@ install)
     if ! has_wasm_target; then
         say "adding the wasm32-wasip2 Rust target"
         rustup target add wasm32-wasip2 >&2 || die "rustup target add wasm32-wasip2 failed (see above): check the network, then rerun"
+    fi
+    components=$(missing_components | paste -sd' ' -)
+    if [ -n "$components" ]; then
+        say "adding the Rust components $components"
+        # shellcheck disable=SC2086 # one word per component
+        rustup component add $components >&2 || die "rustup component add $components failed (see above): check the network, then rerun"
     fi
     install_packages
     install_debian_kubectl

@@ -201,3 +201,41 @@ fn setup_plans_to_install_missing_system_commands() {
     }
     let _ = std::fs::remove_dir_all(bin);
 }
+
+/// rustup's minimal profile has no clippy (which `./dev test` lints with)
+/// and no rustfmt: setup must say it would add them. The machine's rustup
+/// is shadowed by one that answers `component list` without them.
+#[test]
+fn setup_plans_to_add_missing_rust_components() {
+    let setup = repo_root().join("scripts/setup.sh");
+    let bin = path_without(&["rustup"], "setup-components");
+    let real = Command::new("bash")
+        .args(["-c", "command -v rustup"])
+        .output()
+        .expect("command -v rustup");
+    let real = String::from_utf8_lossy(&real.stdout).trim().to_string();
+    assert!(!real.is_empty(), "rustup is on PATH");
+    let fake = bin.join("rustup");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\nif [ \"$1 $2\" = \"component list\" ]; then echo cargo-x86_64-unknown-linux-gnu; exit 0; fi\nexec {real} \"$@\"\n"
+        ),
+    )
+    .expect("write the fake rustup");
+    let status = Command::new("chmod").arg("+x").arg(&fake).status().expect("chmod");
+    assert!(status.success());
+    let output = Command::new(&setup)
+        .arg("--plan")
+        .env("PATH", &bin)
+        .output()
+        .expect("setup --plan");
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stdout)
+            .contains("missing: Rust components clippy rustfmt: would run rustup component add"),
+        "{}",
+        text(&output)
+    );
+    let _ = std::fs::remove_dir_all(bin);
+}
