@@ -5,9 +5,7 @@
 # mode. The target and rustflags come from each workspace's .cargo/config.toml,
 # so cargo runs from inside each workspace. Both share one target directory:
 # $CARGO_TARGET_DIR, or ~/.cache/loophost/target when unset. Extra arguments
-# go to both `cargo build` runs (e.g. -j1). Under `./dev test`, which sets
-# RUSTC_WORKSPACE_WRAPPER to scripts/rustc-with-clippy, the guests are linted
-# (clippy, warnings denied) as they build.
+# go to both `cargo build` runs (e.g. -j1).
 #
 # Prints the directory holding the .wasm files as its last line of stdout
 # (cargo's own output goes to stderr).
@@ -23,10 +21,13 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/loophost/target}
 # through cc) would then rebuild on every switch between a shell and a test.
 # It also names the toolchain the host was built with (`cargo +nightly test`
 # in an upgrade rehearsal): the guests are built with the machine's default
-# toolchain, which has the wasm32-wasip2 target.
+# toolchain, which has the wasm32-wasip2 target. And `./dev test` builds
+# the host through clippy-driver (RUSTC_WORKSPACE_WRAPPER): the guests are
+# built plainly, as the demo and the benches get them (clippy-driver turns
+# MIR optimisations off).
 for var in $(compgen -e); do
     case $var in
-    CARGO_PKG_* | CARGO_MANIFEST_* | CARGO_CRATE_NAME | CARGO_BIN_NAME | CARGO_PRIMARY_PACKAGE | CARGO_TARGET_TMPDIR | OUT_DIR | RUSTUP_TOOLCHAIN) unset "$var" ;;
+    CARGO_PKG_* | CARGO_MANIFEST_* | CARGO_CRATE_NAME | CARGO_BIN_NAME | CARGO_PRIMARY_PACKAGE | CARGO_TARGET_TMPDIR | OUT_DIR | RUSTUP_TOOLCHAIN | RUSTC_WORKSPACE_WRAPPER) unset "$var" ;;
     esac
 done
 

@@ -5,7 +5,7 @@
 # corpus is fuzz/corpus/<target>; new inputs go to a scratch corpus.
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]   run each target SECONDS (default 600)
-#   scripts/fuzz.sh --smoke                 30 s each, for ./dev test
+#   scripts/fuzz.sh --smoke                 30 s each (./dev test replays the corpora instead: tests/fuzz_replay.rs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/loophost/target}

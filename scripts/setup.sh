@@ -93,7 +93,7 @@ plan() {
         echo "missing: Debian's kubectl: would unpack package kubernetes-client into $tools_dir"
         todo=1
     fi
-    [ "$todo" = 0 ] && echo "ok: Rust, the wasm32-wasip2 target and the system commands are present"
+    [ "$todo" = 0 ] && echo "ok: Rust, the wasm32-wasip2 target, clippy, rustfmt and the system commands are present"
     return "$todo"
 }
 

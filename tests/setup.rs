@@ -219,7 +219,7 @@ fn setup_plans_to_add_missing_rust_components() {
     std::fs::write(
         &fake,
         format!(
-            "#!/bin/sh\nif [ \"$1 $2\" = \"component list\" ]; then echo cargo-x86_64-unknown-linux-gnu; exit 0; fi\nexec {real} \"$@\"\n"
+            "#!/bin/sh\nif [ \"$1 $2\" = \"component list\" ]; then echo cargo-x86_64-unknown-linux-gnu; exit 0; fi\nexec '{real}' \"$@\"\n"
         ),
     )
     .expect("write the fake rustup");

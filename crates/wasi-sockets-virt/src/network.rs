@@ -48,8 +48,8 @@ impl Default for NetworkConfig {
             // Measured with 64 KiB writes on a 2 MiB-L2 machine: 1 MiB lets
             // writer and reader run four times longer between handoffs than
             // 256 KiB (bulk +8-12 %) while both stay in cache; 2 MiB no
-            // longer fits and is slower than 256 KiB. The kernel's own
-            // autotuned socket buffers go up to 4 MiB.
+            // longer fits and is slower than 256 KiB. Linux autotunes its
+            // socket buffers up to 4 MiB (send) and 6 MiB (receive).
             connection_buffer: 1024 * 1024,
             ephemeral_ports: 49152..=65535,
             max_connections: 16_384,
