@@ -75,8 +75,10 @@ plan() {
         echo "missing: the wasm32-wasip2 target: would run rustup target add wasm32-wasip2"
         todo=1
     fi
-    if command -v rustup >/dev/null 2>&1 && [ -n "$(missing_components)" ]; then
-        echo "missing: Rust components $(missing_components | paste -sd' ' -): would run rustup component add"
+    local components=""
+    command -v rustup >/dev/null 2>&1 && components=$(missing_components | paste -sd' ' -)
+    if [ -n "$components" ]; then
+        echo "missing: Rust components $components: would run rustup component add"
         todo=1
     fi
     pkgs=$(missing_packages | sort -u | tr '\n' ' ')
